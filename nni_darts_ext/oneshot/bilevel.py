@@ -1,0 +1,596 @@
+"""Bilevel-optimisation primitives behind DARTS and TTSA (pure PyTorch).
+
+DARTS (Liu et al., ICLR 2019) is the bilevel problem
+``min_α L_val(w*(α), α)`` s.t. ``w*(α) = argmin_w L_train(w, α)`` (SPEC §3); TTSA
+(Hong, Wai, Wang, Yang) is a two-timescale single-loop solver for the general problem
+``min_{x ∈ X} f(x, y*(x))`` s.t. ``y*(x) = argmin_y g(x, y)`` (SPEC §1). This module holds the
+gradient estimators both need, written against plain lists of tensors so that they work on a
+real ``nn.Module`` without copying it.
+
+Glossary
+--------
+x, α (alphas)
+    Upper-level (outer, slow time-scale) variables: the architecture parameters in DARTS.
+y, w (weights)
+    Lower-level (inner, fast time-scale) variables: the network weights in DARTS.
+f, L_val
+    Upper-level objective (validation loss in DARTS).
+g, L_train
+    Lower-level objective (training loss in DARTS).
+ξ (xi)
+    Step size of the one-step "virtual" unrolling ``w' = w − ξ ∇_w L_train(w, α)`` (DARTS eq. 7).
+    DARTS uses the current weight learning rate; ``ξ = 0`` is first-order DARTS.
+ε (eps)
+    Finite-difference radius of the Hessian-vector product, ``ε = r / ‖∇_{w'} L_val(w', α)‖₂``
+    with ``r = 0.01`` (DARTS eq. 8).
+HVP
+    Hessian-vector product; here the mixed ``∇²_{α,w} L_train(w, α) · v``.
+
+Conventions
+-----------
+* Every loss is a **zero-argument closure** that computes a scalar from the *current* values of the
+  parameters (``lambda: F.cross_entropy(model(x), y)``). The functions below change parameters in
+  place to evaluate the closures elsewhere and always restore them bit-exactly (from a backup copy,
+  also when an exception is raised), so no copy of the model is ever made.
+* Parameters are passed as sequences of tensors (typically ``nn.Parameter``) that require grad.
+* Results are returned as lists of detached tensors, one per input tensor; nothing is written to
+  ``.grad``. A parameter that does not influence a loss gets a zero gradient.
+* Forward passes run in whatever mode the caller's model is in: in training mode batch-norm running
+  statistics are updated by every closure call, as in the DARTS reference code.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "first_order_hypergradient",
+    "virtual_step",
+    "unrolled_hypergradient",
+    "implicit_hypergradient",
+    "box_projection",
+    "TTSA",
+]
+
+LossClosure = Callable[[], Tensor]
+TensorOrSeq = Union[Tensor, Sequence[Tensor]]
+
+_NAN_ADVICE = "lower the learning rates (weights and architecture) or check the data for NaN/inf values"
+
+
+# ----------------------------------------------------------------------------------------------
+# small helpers
+# ----------------------------------------------------------------------------------------------
+
+def _as_list(tensors: TensorOrSeq) -> list[Tensor]:
+    if isinstance(tensors, Tensor):
+        return [tensors]
+    return list(tensors)
+
+
+def _require_grad(tensors: Sequence[Tensor], what: str) -> None:
+    for i, t in enumerate(tensors):
+        if not t.requires_grad:
+            raise ValueError(f"{what}[{i}] does not require grad; pass tensors/nn.Parameters with requires_grad=True")
+
+
+def _evaluate(closure: LossClosure, what: str) -> Tensor:
+    """Call a loss closure and check that the result is a finite scalar."""
+    loss = closure()
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        raise ValueError(f"{what} closure must return a scalar tensor, got {type(loss).__name__}")
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise ValueError(f"{what} is {value} (not finite); {_NAN_ADVICE}")
+    return loss.reshape(())
+
+
+def _grad(
+    outputs: Union[Tensor, Sequence[Tensor]],
+    inputs: Sequence[Tensor],
+    grad_outputs: Optional[Sequence[Tensor]] = None,
+    *,
+    retain_graph: Optional[bool] = None,
+    create_graph: bool = False,
+) -> list[Tensor]:
+    """``torch.autograd.grad`` that tolerates unused inputs (None → zeros) and constant outputs."""
+    outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    gouts = None if grad_outputs is None else list(grad_outputs)
+    keep = [i for i, o in enumerate(outs) if o is not None and o.requires_grad]
+    if not keep:  # nothing depends on the inputs: the derivative is identically zero
+        return [torch.zeros_like(t) for t in inputs]
+    outs = [outs[i] for i in keep]
+    if gouts is not None:
+        gouts = [gouts[i] for i in keep]
+    grads = torch.autograd.grad(
+        outs, list(inputs), grad_outputs=gouts, retain_graph=retain_graph,
+        create_graph=create_graph, allow_unused=True,
+    )
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs)]
+
+
+def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
+    return sum((x * y).sum() for x, y in zip(a, b))  # type: ignore[return-value]
+
+
+def _norm(a: Sequence[Tensor]) -> float:
+    return math.sqrt(sum(float((x.detach() * x.detach()).sum()) for x in a))
+
+
+# ----------------------------------------------------------------------------------------------
+# DARTS (SPEC §3)
+# ----------------------------------------------------------------------------------------------
+
+def first_order_hypergradient(alphas: Sequence[Tensor], val_loss: LossClosure) -> list[Tensor]:
+    """First-order DARTS architecture gradient ``∇_α L_val(w, α)`` (ξ = 0).
+
+    Parameters
+    ----------
+    alphas : sequence of Tensor
+        Architecture parameters α (require grad).
+    val_loss : callable
+        Zero-argument closure returning the scalar validation loss at the current (w, α).
+
+    Returns
+    -------
+    list of Tensor
+        One detached gradient per α tensor (zeros for an α that the loss does not use).
+
+    Raises
+    ------
+    ValueError
+        If the loss is NaN or infinite.
+    """
+    alphas = _as_list(alphas)
+    _require_grad(alphas, "alphas")
+    loss = _evaluate(val_loss, "validation loss")
+    return [g.detach() for g in _grad(loss, alphas)]
+
+
+@torch.no_grad()
+def virtual_step(
+    weights: Sequence[Tensor],
+    weight_grads: Sequence[Tensor],
+    xi: float,
+    momentum: float = 0.0,
+    momentum_buffers: Optional[Sequence[Optional[Tensor]]] = None,
+    weight_decay: float = 0.0,
+) -> None:
+    """Take the virtual SGD step ``w ← w − ξ (momentum·buf + g + wd·w)`` **in place**.
+
+    This is the step of the DARTS reference ``_compute_unrolled_model`` (DARTS eq. 7 with the
+    weight optimiser's momentum and weight decay): it equals the step ``torch.optim.SGD`` (no
+    dampening, no Nesterov) would take next with learning rate ξ.
+
+    Parameters
+    ----------
+    weights : sequence of Tensor
+        Weights w, modified in place (``Tensor.sub_``); the caller keeps a backup to undo the step.
+    weight_grads : sequence of Tensor
+        ``∇_w L_train(w, α)``, one per weight.
+    xi : float
+        Virtual step size ξ.
+    momentum : float, default 0.0
+        Momentum coefficient of the weight optimiser.
+    momentum_buffers : sequence of (Tensor or None), optional
+        The optimiser's momentum buffers (``optimizer.state[p]['momentum_buffer']``). ``None`` (or a
+        ``None`` entry, as before the optimiser's first step) means no momentum term.
+    weight_decay : float, default 0.0
+        L2 weight-decay coefficient of the weight optimiser.
+
+    Notes
+    -----
+    NNI 2.x wrote ``w = w - lr * (...)``, which rebinds a local name and leaves the parameters
+    untouched, so its "unrolled" DARTS was never unrolled. Here every update is an in-place
+    operation on the tensors passed in, so ``model.parameters()`` really move.
+    """
+    weights = _as_list(weights)
+    weight_grads = _as_list(weight_grads)
+    if len(weight_grads) != len(weights):
+        raise ValueError(f"got {len(weight_grads)} gradients for {len(weights)} weights")
+    if momentum_buffers is not None and len(momentum_buffers) != len(weights):
+        raise ValueError(f"got {len(momentum_buffers)} momentum buffers for {len(weights)} weights")
+    for i, (w, g) in enumerate(zip(weights, weight_grads)):
+        d = g.detach().clone()
+        if weight_decay != 0.0:
+            d.add_(w, alpha=weight_decay)
+        buf = None if momentum_buffers is None else momentum_buffers[i]
+        if buf is not None and momentum != 0.0:
+            d.add_(buf, alpha=momentum)
+        w.sub_(d, alpha=xi)  # in place: the model itself moves (guards the NNI 2.x bug)
+
+
+def unrolled_hypergradient(
+    weights: Sequence[Tensor],
+    alphas: Sequence[Tensor],
+    train_loss: LossClosure,
+    val_loss: LossClosure,
+    xi: float,
+    *,
+    momentum: float = 0.0,
+    momentum_buffers: Optional[Sequence[Optional[Tensor]]] = None,
+    weight_decay: float = 0.0,
+    hvp: Literal["finite_difference", "exact"] = "finite_difference",
+    r: float = 0.01,
+) -> list[Tensor]:
+    """Second-order DARTS architecture gradient (DARTS eq. 7–8, SPEC §3).
+
+    With the virtual step ``w' = w − ξ (momentum·buf + ∇_w L_train(w, α) + wd·w)``::
+
+        ∇_α L_val(w', α) − ξ ∇²_{α,w} L_train(w, α) ∇_{w'} L_val(w', α)
+
+    Parameters
+    ----------
+    weights : sequence of Tensor
+        Weights w (require grad). Modified in place during the call and restored bit-exactly.
+    alphas : sequence of Tensor
+        Architecture parameters α (require grad).
+    train_loss, val_loss : callable
+        Zero-argument closures returning the scalar training / validation loss at the current
+        (w, α), each on its own (fixed) batch.
+    xi : float
+        Unrolling step ξ (DARTS: the current weight learning rate). ``xi == 0`` returns
+        :func:`first_order_hypergradient` (one pass instead of four).
+    momentum, momentum_buffers, weight_decay
+        Weight-optimiser state used in the virtual step, see :func:`virtual_step`.
+    hvp : {'finite_difference', 'exact'}, default 'finite_difference'
+        How ``∇²_{α,w} L_train(w, α) · v`` is computed: the central difference of DARTS eq. 8,
+        ``(∇_α L_train(w + εv, α) − ∇_α L_train(w − εv, α)) / (2ε)`` with ``ε = r / ‖v‖₂``, or by
+        double backward, ``∇_α (∇_w L_train(w, α) · v)``, at the original w (more memory).
+    r : float, default 0.01
+        Finite-difference scale (DARTS: 0.01).
+
+    Returns
+    -------
+    list of Tensor
+        One detached gradient per α tensor.
+
+    Raises
+    ------
+    ValueError
+        If a loss is NaN or infinite, if ``‖∇_{w'} L_val(w', α)‖`` is not finite, or (finite
+        difference only) if it is zero, which leaves the radius ε = r/‖v‖ undefined.
+
+    Notes
+    -----
+    Cost: four forward/backward passes (train for the virtual step, validation at w', two train
+    passes at w ± εv; with ``hvp='exact'`` one double-backward train pass instead of the last two).
+    Extra memory: one copy of the weights (the backup), no copy of the model.
+    """
+    weights = _as_list(weights)
+    alphas = _as_list(alphas)
+    if hvp not in ("finite_difference", "exact"):
+        raise ValueError(f"hvp must be 'finite_difference' or 'exact', got {hvp!r}")
+    if xi == 0:
+        return first_order_hypergradient(alphas, val_loss)
+    _require_grad(weights, "weights")
+    _require_grad(alphas, "alphas")
+
+    backup = [w.detach().clone() for w in weights]
+
+    def restore(step: float = 0.0, direction: Optional[Sequence[Tensor]] = None) -> None:
+        # w ← backup (+ step·direction). Always rebuilt from the backup, never by undoing an
+        # addition, so the final restoration is bit-exact.
+        with torch.no_grad():
+            for i, (w, b) in enumerate(zip(weights, backup)):
+                w.copy_(b)
+                if direction is not None:
+                    w.add_(direction[i], alpha=step)
+
+    try:
+        # (1) virtual step w → w' (DARTS eq. 7); only ∇_w is needed here.
+        loss = _evaluate(train_loss, "training loss")
+        grads_w = _grad(loss, weights)
+        del loss
+        virtual_step(weights, grads_w, xi, momentum, momentum_buffers, weight_decay)
+        del grads_w
+
+        # (2) g_α = ∇_α L_val(w', α) and v = ∇_{w'} L_val(w', α) from one backward pass.
+        loss = _evaluate(val_loss, "validation loss (at the unrolled weights w')")
+        grads = _grad(loss, alphas + weights)
+        del loss
+        g_alpha = [g.detach() for g in grads[: len(alphas)]]
+        v = [g.detach() for g in grads[len(alphas):]]
+        del grads
+        v_norm = _norm(v)
+        if not math.isfinite(v_norm):
+            raise ValueError(f"‖∇_w' L_val(w', α)‖ is {v_norm} (not finite); {_NAN_ADVICE}")
+        if v_norm == 0.0 and hvp == "finite_difference":
+            raise ValueError(
+                "‖∇_w' L_val(w', α)‖ is zero: the validation loss does not depend on the weights, "
+                "so the finite-difference radius ε = r/‖v‖ is undefined (use first order)"
+            )
+
+        # (3) mixed second derivative ∇²_{α,w} L_train(w, α) · v at the ORIGINAL w (DARTS eq. 8).
+        if hvp == "finite_difference":
+            eps = r / v_norm
+            restore(+eps, v)  # w⁺ = w + εv
+            g_plus = _grad(_evaluate(train_loss, "training loss (at w + εv)"), alphas)
+            restore(-eps, v)  # w⁻ = w − εv
+            g_minus = _grad(_evaluate(train_loss, "training loss (at w − εv)"), alphas)
+            # divide by 2ε (not "/ 2 * ε", the pt.darts / NNI-legacy precedence bug)
+            hessian_v = [(p - m) / (2.0 * eps) for p, m in zip(g_plus, g_minus)]
+        else:
+            restore()
+            loss = _evaluate(train_loss, "training loss")
+            grads_w = _grad(loss, weights, create_graph=True)
+            hessian_v = _grad(_dot(grads_w, v), alphas)  # ∇_α (∇_w L_train · v)
+            del loss, grads_w
+        return [(ga - xi * h).detach() for ga, h in zip(g_alpha, hessian_v)]
+    finally:
+        restore()
+
+
+# ----------------------------------------------------------------------------------------------
+# implicit gradient and TTSA (SPEC §1)
+# ----------------------------------------------------------------------------------------------
+
+def _conjugate_gradient(
+    hvp: Callable[[list[Tensor]], list[Tensor]], b: list[Tensor], iterations: int, tol: float
+) -> list[Tensor]:
+    """Solve ``H u = b`` for a symmetric positive-definite H given only ``u ↦ H u``."""
+    u = [torch.zeros_like(t) for t in b]
+    res = [t.clone() for t in b]
+    p = [t.clone() for t in b]
+    rs = float(_dot(res, res))
+    b_norm = math.sqrt(rs)
+    if b_norm == 0.0:
+        return u
+    for _ in range(iterations):
+        if math.sqrt(rs) <= tol * b_norm:
+            break
+        hp = hvp(p)
+        php = float(_dot(p, hp))
+        if not php > 0.0:
+            raise ValueError(
+                f"conjugate gradient met pᵀ ∇²_yy g p = {php} ≤ 0: the lower-level Hessian is not positive "
+                "definite at this y (TTSA assumes g strongly convex in y); try method='neumann'"
+            )
+        step = rs / php
+        for ui, ri, pi, hi in zip(u, res, p, hp):
+            ui.add_(pi, alpha=step)
+            ri.sub_(hi, alpha=step)
+        rs_new = float(_dot(res, res))
+        beta = rs_new / rs
+        rs = rs_new
+        for pi, ri in zip(p, res):
+            pi.mul_(beta).add_(ri)
+    return u
+
+
+def _neumann(
+    hvp: Callable[[list[Tensor]], list[Tensor]], b: list[Tensor], iterations: int, tol: float, lr: float
+) -> list[Tensor]:
+    """``H⁻¹ b ≈ η Σ_{k=0}^{K-1} (I − η H)^k b``; converges when 0 < η < 2 / λ_max(H)."""
+    term = [t.clone() for t in b]
+    total = [t.clone() for t in b]
+    b_norm = _norm(b)
+    for _ in range(iterations - 1):
+        hv = hvp(term)
+        for ti, hi in zip(term, hv):
+            ti.sub_(hi, alpha=lr)
+        for si, ti in zip(total, term):
+            si.add_(ti)
+        t_norm = _norm(term)
+        if not math.isfinite(t_norm):
+            raise ValueError(f"Neumann series diverged; neumann_lr={lr} must be below 2 / λ_max(∇²_yy g)")
+        if t_norm <= tol * b_norm:
+            break
+    return [lr * s for s in total]
+
+
+def implicit_hypergradient(
+    x: TensorOrSeq,
+    y: TensorOrSeq,
+    f: LossClosure,
+    g: LossClosure,
+    *,
+    method: Literal["cg", "neumann"] = "cg",
+    iterations: int = 100,
+    tol: float = 1e-10,
+    neumann_lr: float = 1.0,
+) -> list[Tensor]:
+    """Implicit-function hypergradient ``∇̄_x f(x, y)`` of SPEC §1 at the current (x, y).
+
+    ::
+
+        ∇̄_x f(x, y) = ∇_x f(x, y) − ∇²_xy g(x, y) [∇²_yy g(x, y)]⁻¹ ∇_y f(x, y)
+
+    which is ``∇ℓ(x)`` for ``ℓ(x) = f(x, y*(x))`` when ``y = y*(x)``. Hessian-vector products are
+    taken by double backward; the Hessian is never formed.
+
+    Parameters
+    ----------
+    x, y : Tensor or sequence of Tensor
+        Upper- and lower-level variables (require grad).
+    f, g : callable
+        Zero-argument closures returning the scalar upper-level objective f and the lower-level
+        objective g at the *current* values of x and y (same convention as the DARTS functions).
+    method : {'cg', 'neumann'}, default 'cg'
+        Inverse-Hessian-vector product by conjugate gradient (needs ``∇²_yy g`` positive definite)
+        or by the truncated Neumann series ``η Σ_k (I − η ∇²_yy g)^k v``.
+    iterations : int, default 100
+        Maximum CG iterations / number of Neumann terms.
+    tol : float, default 1e-10
+        Stop when the CG residual (or the Neumann term) is below ``tol · ‖∇_y f‖``.
+    neumann_lr : float, default 1.0
+        η of the Neumann series; must satisfy ``0 < η < 2 / λ_max(∇²_yy g)`` (use ``1 / L_g``).
+
+    Returns
+    -------
+    list of Tensor
+        One detached gradient per x tensor.
+
+    Raises
+    ------
+    ValueError
+        On a non-finite objective, a non-positive-definite curvature in CG, or a diverging series.
+    """
+    x = _as_list(x)
+    y = _as_list(y)
+    _require_grad(x, "x")
+    _require_grad(y, "y")
+    if method not in ("cg", "neumann"):
+        raise ValueError(f"method must be 'cg' or 'neumann', got {method!r}")
+    if iterations < 1:
+        raise ValueError(f"iterations must be ≥ 1, got {iterations}")
+
+    grads_f = _grad(_evaluate(f, "upper-level objective f"), x + y)
+    fx = [t.detach() for t in grads_f[: len(x)]]
+    fy = [t.detach() for t in grads_f[len(x):]]
+    del grads_f
+
+    # ∇_y g kept differentiable: every HVP below is one backward pass through this graph.
+    gy = _grad(_evaluate(g, "lower-level objective g"), y, create_graph=True)
+
+    def hvp_yy(u: list[Tensor]) -> list[Tensor]:  # ∇²_yy g · u
+        return [t.detach() for t in _grad(gy, y, u, retain_graph=True)]
+
+    if method == "cg":
+        u = _conjugate_gradient(hvp_yy, fy, iterations, tol)
+    else:
+        u = _neumann(hvp_yy, fy, iterations, tol, neumann_lr)
+    cross = _grad(gy, x, u)  # ∇²_xy g · u = ∇_x (∇_y g · u)
+    return [(a - c).detach() for a, c in zip(fx, cross)]
+
+
+def box_projection(
+    lower: Union[float, Tensor, None] = None, upper: Union[float, Tensor, None] = None
+) -> Callable[[list[Tensor]], list[Tensor]]:
+    """Projection onto the box ``lower ≤ x ≤ upper`` (element-wise), for :class:`TTSA`."""
+
+    def project(xs: list[Tensor]) -> list[Tensor]:
+        return [t.clamp(min=lower, max=upper) for t in xs]
+
+    return project
+
+
+Schedule = Union[Literal["strongly_convex", "nonconvex"], Callable[[int], "tuple[float, float]"]]
+
+
+class TTSA:
+    """Two-timescale stochastic approximation for bilevel problems (Hong et al.; SPEC §1).
+
+    One step, from iteration k = 0, 1, ...::
+
+        y_{k+1} = y_k − β_k ∇_y g(x_k, y_k)                       (fast time-scale)
+        x_{k+1} = Proj_X(x_k − α_k ∇̄_x f(x_k, y_{k+1}))           (slow time-scale)
+
+    with ``∇̄_x f`` from :func:`implicit_hypergradient`. x and y are updated in place.
+
+    Parameters
+    ----------
+    x, y : Tensor or sequence of Tensor
+        Upper- and lower-level variables (leaf tensors that require grad); x₀ should lie in X.
+    f, g : callable
+        Zero-argument closures of the current (x, y), as in :func:`implicit_hypergradient`.
+    schedule : {'strongly_convex', 'nonconvex'} or callable, default 'strongly_convex'
+        Step sizes (α_k, β_k):
+
+        * ``'strongly_convex'``: ``α_k = c_alpha / (k + k_alpha)``,
+          ``β_k = c_beta / (k + k_beta)^{2/3}`` (rate O(k^{-2/3}) for strongly convex ℓ);
+        * ``'nonconvex'``: constant ``α = c_alpha · K^{-3/5}``, ``β = c_beta · K^{-2/5}`` for the
+          horizon ``K = horizon`` (required);
+        * a callable ``k ↦ (α_k, β_k)``.
+    c_alpha, c_beta, k_alpha, k_beta : float
+        Schedule constants (``k_alpha``, ``k_beta`` > 0 keep the first steps finite).
+    horizon : int, optional
+        Number of iterations K of the non-convex schedule.
+    projection : callable, optional
+        ``Proj_X``: maps the list of x tensors to a list of projected tensors of the same shapes
+        (e.g. :func:`box_projection`). ``None`` means X is the whole space.
+    method, iterations, tol, neumann_lr
+        Passed to :func:`implicit_hypergradient`.
+
+    Attributes
+    ----------
+    k : int
+        Number of steps taken so far.
+    """
+
+    def __init__(
+        self,
+        x: TensorOrSeq,
+        y: TensorOrSeq,
+        f: LossClosure,
+        g: LossClosure,
+        *,
+        schedule: Schedule = "strongly_convex",
+        c_alpha: float = 1.0,
+        c_beta: float = 1.0,
+        k_alpha: float = 1.0,
+        k_beta: float = 1.0,
+        horizon: Optional[int] = None,
+        projection: Optional[Callable[[list[Tensor]], Sequence[Tensor]]] = None,
+        method: Literal["cg", "neumann"] = "cg",
+        iterations: int = 100,
+        tol: float = 1e-10,
+        neumann_lr: float = 1.0,
+    ) -> None:
+        self._x_single = isinstance(x, Tensor)
+        self._y_single = isinstance(y, Tensor)
+        self.x = _as_list(x)
+        self.y = _as_list(y)
+        _require_grad(self.x, "x")
+        _require_grad(self.y, "y")
+        self.f, self.g = f, g
+        if isinstance(schedule, str):
+            if schedule not in ("strongly_convex", "nonconvex"):
+                raise ValueError(f"schedule must be 'strongly_convex', 'nonconvex' or a callable, got {schedule!r}")
+            if schedule == "nonconvex" and (horizon is None or horizon < 1):
+                raise ValueError("schedule='nonconvex' needs the horizon K (horizon=...)")
+            if schedule == "strongly_convex" and (k_alpha <= 0 or k_beta <= 0):
+                raise ValueError("k_alpha and k_beta must be positive")
+        self.schedule = schedule
+        self.c_alpha, self.c_beta = c_alpha, c_beta
+        self.k_alpha, self.k_beta = k_alpha, k_beta
+        self.horizon = horizon
+        self.projection = projection
+        self._hyper_kwargs = dict(method=method, iterations=iterations, tol=tol, neumann_lr=neumann_lr)
+        self.k = 0
+
+    def step_sizes(self, k: int) -> tuple[float, float]:
+        """Return ``(α_k, β_k)``: the upper-level (slow) and lower-level (fast) step sizes."""
+        if callable(self.schedule):
+            a, b = self.schedule(k)
+            return float(a), float(b)
+        if self.schedule == "strongly_convex":
+            return self.c_alpha / (k + self.k_alpha), self.c_beta / (k + self.k_beta) ** (2.0 / 3.0)
+        K = float(self.horizon)  # type: ignore[arg-type]
+        return self.c_alpha * K ** (-3.0 / 5.0), self.c_beta * K ** (-2.0 / 5.0)
+
+    def _result(self) -> tuple[TensorOrSeq, TensorOrSeq]:
+        x = self.x[0] if self._x_single else self.x
+        y = self.y[0] if self._y_single else self.y
+        return x, y
+
+    def step(self) -> tuple[TensorOrSeq, TensorOrSeq]:
+        """Take one TTSA step; return ``(x, y)`` (the same tensors, updated in place)."""
+        alpha_k, beta_k = self.step_sizes(self.k)
+        # fast time-scale: one gradient step of the lower level at (x_k, y_k)
+        grads_y = _grad(_evaluate(self.g, "lower-level objective g"), self.y)
+        with torch.no_grad():
+            for t, d in zip(self.y, grads_y):
+                t.sub_(d, alpha=beta_k)
+        # slow time-scale: implicit gradient at (x_k, y_{k+1}), then project onto X
+        h = implicit_hypergradient(self.x, self.y, self.f, self.g, **self._hyper_kwargs)  # type: ignore[arg-type]
+        with torch.no_grad():
+            for t, d in zip(self.x, h):
+                t.sub_(d, alpha=alpha_k)
+            if self.projection is not None:
+                projected = list(self.projection([t.detach() for t in self.x]))
+                if len(projected) != len(self.x):
+                    raise ValueError("projection must return one tensor per x tensor")
+                for t, p in zip(self.x, projected):
+                    t.copy_(p)
+        self.k += 1
+        return self._result()
+
+    def run(self, num_steps: int) -> tuple[TensorOrSeq, TensorOrSeq]:
+        """Take ``num_steps`` steps; return ``(x, y)``."""
+        for _ in range(num_steps):
+            self.step()
+        return self._result()

@@ -1,0 +1,191 @@
+"""Genotypes (the DARTS code's format), the published ones, and conversions to/from NNI arch dicts and JSON files.
+
+Label scheme of :class:`~nni_darts_ext.DartsCellSpace` (arch files depend on it): nodes are numbered as in the
+genotype, 0 and 1 are the cell inputs c_{k-2}, c_{k-1}, intermediate nodes are 2 .. num_nodes+1.
+``{cell}/node{j}/edge{i}`` is the op on edge i -> j, ``{cell}/node{j}/inputs`` the sorted pair of chosen predecessors.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections import namedtuple
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from .ops import NONE_OP, OPS
+
+__all__ = [
+    'Genotype', 'DARTS_V1', 'DARTS_V2', 'PDARTS', 'PC_DARTS_CIFAR', 'PUBLISHED_GENOTYPES', 'CELL_TYPES',
+    'edge_label', 'inputs_label', 'genotype_to_arch', 'arch_to_genotype', 'save_arch', 'load_arch',
+    'ArchFileError', 'genotype_from_name', 'count_skips',
+]
+
+_logger = logging.getLogger(__name__)
+
+Genotype = namedtuple('Genotype', 'normal normal_concat reduce reduce_concat')
+CELL_TYPES = ('normal', 'reduce')
+
+# Published genotypes (quark0/darts cnn/genotypes.py; chenxin061/pdarts; yuhuixu1993/PC-DARTS).
+DARTS_V1 = Genotype(
+    normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 0), ('sep_conv_3x3', 1), ('skip_connect', 0),
+            ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 2)], normal_concat=[2, 3, 4, 5],
+    reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 0), ('max_pool_3x3', 0),
+            ('skip_connect', 2), ('skip_connect', 2), ('avg_pool_3x3', 0)], reduce_concat=[2, 3, 4, 5])
+DARTS_V2 = Genotype(
+    normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 1),
+            ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5],
+    reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0),
+            ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])
+PDARTS = Genotype(
+    normal=[('skip_connect', 0), ('dil_conv_3x3', 1), ('skip_connect', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 1),
+            ('sep_conv_3x3', 3), ('sep_conv_3x3', 0), ('dil_conv_5x5', 4)], normal_concat=[2, 3, 4, 5],
+    reduce=[('avg_pool_3x3', 0), ('sep_conv_5x5', 1), ('sep_conv_3x3', 0), ('dil_conv_5x5', 2), ('max_pool_3x3', 0),
+            ('dil_conv_3x3', 1), ('dil_conv_3x3', 1), ('dil_conv_5x5', 3)], reduce_concat=[2, 3, 4, 5])
+PC_DARTS_CIFAR = Genotype(
+    normal=[('sep_conv_3x3', 1), ('skip_connect', 0), ('sep_conv_3x3', 0), ('dil_conv_3x3', 1), ('sep_conv_5x5', 0),
+            ('sep_conv_3x3', 1), ('avg_pool_3x3', 0), ('dil_conv_3x3', 1)], normal_concat=[2, 3, 4, 5],
+    reduce=[('sep_conv_5x5', 1), ('max_pool_3x3', 0), ('sep_conv_5x5', 1), ('sep_conv_5x5', 2), ('sep_conv_3x3', 0),
+            ('sep_conv_3x3', 3), ('sep_conv_3x3', 1), ('sep_conv_3x3', 2)], reduce_concat=[2, 3, 4, 5])
+PUBLISHED_GENOTYPES = {'DARTS_V1': DARTS_V1, 'DARTS_V2': DARTS_V2, 'PDARTS': PDARTS, 'PC_DARTS_CIFAR': PC_DARTS_CIFAR}
+
+
+class ArchFileError(ValueError):
+    """An arch dict or arch file that is not a valid architecture of the given space."""
+
+
+def edge_label(cell: str, node: int, edge: int) -> str:
+    return f'{cell}/node{node}/edge{edge}'
+
+
+def inputs_label(cell: str, node: int) -> str:
+    return f'{cell}/node{node}/inputs'
+
+
+def genotype_from_name(name: str) -> Genotype:
+    """A published genotype by name (``DARTS_V2`` ...), case-insensitive."""
+    key = name.upper().replace('-', '_')
+    if key == 'DARTS':
+        key = 'DARTS_V2'
+    if key not in PUBLISHED_GENOTYPES:
+        raise ValueError(f'Unknown genotype {name!r}. Known: {list(PUBLISHED_GENOTYPES)}.')
+    return PUBLISHED_GENOTYPES[key]
+
+
+def _unused_edge_value(candidates: Sequence[str]) -> str:
+    return NONE_OP if NONE_OP in candidates else candidates[0]
+
+
+def genotype_to_arch(genotype: Genotype, op_candidates: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """The arch dict of :class:`DartsCellSpace` for ``genotype``.
+
+    Edges that their node does not use carry ``none`` (or the first candidate when ``none`` is not one of
+    ``op_candidates``); ``inputs`` holds the sorted pair of predecessors.
+    """
+    candidates = list(op_candidates) if op_candidates is not None else list(OPS)
+    arch: Dict[str, Any] = {}
+    for cell in CELL_TYPES:
+        pairs = getattr(genotype, cell)
+        if len(pairs) % 2:
+            raise ValueError(f'Genotype.{cell} must hold two (op, input) pairs per node, got {len(pairs)} entries.')
+        for step in range(len(pairs) // 2):
+            node = step + 2
+            chosen = {}
+            for op, src in pairs[2 * step: 2 * step + 2]:
+                if not 0 <= src < node:
+                    raise ValueError(f'Genotype.{cell}: node {node} cannot take input {src}.')
+                if src in chosen:
+                    raise ValueError(f'Genotype.{cell}: node {node} uses input {src} twice; the NNI space '
+                                     'chooses two distinct predecessors per node.')
+                chosen[src] = op
+            for src in range(node):
+                arch[edge_label(cell, node, src)] = chosen.get(src, _unused_edge_value(candidates))
+            arch[inputs_label(cell, node)] = sorted(chosen)
+    return arch
+
+
+_LABEL = re.compile(r'^(normal|reduce)/node(\d+)/(inputs|edge(\d+))$')
+
+
+def _num_nodes(arch: Dict[str, Any], cell: str) -> int:
+    nodes = [int(m.group(2)) for m in map(_LABEL.match, arch) if m and m.group(1) == cell]
+    return max(nodes) - 1 if nodes else 0  # 0: the space has no cell of this type (e.g. 2 cells, both reductions)
+
+
+def arch_to_genotype(arch: Dict[str, Any]) -> Genotype:
+    """The genotype of an arch dict of :class:`DartsCellSpace` (inputs in sorted order)."""
+    if not isinstance(arch, dict) or not any(map(_LABEL.match, arch)):
+        raise ArchFileError('The arch has no DartsCellSpace labels (expected keys like "normal/node2/inputs").')
+    cells = {}
+    for cell in CELL_TYPES:
+        num_nodes = _num_nodes(arch, cell)
+        pairs: List[tuple] = []
+        for node in range(2, num_nodes + 2):
+            key = inputs_label(cell, node)
+            if key not in arch:
+                raise ArchFileError(f'The arch misses label {key!r}.')
+            for src in arch[key]:
+                op_key = edge_label(cell, node, src)
+                if op_key not in arch:
+                    raise ArchFileError(f'The arch misses label {op_key!r} (chosen by {key!r}).')
+                pairs.append((arch[op_key], int(src)))
+        cells[cell] = pairs
+        cells[cell + '_concat'] = list(range(2, num_nodes + 2))
+    return Genotype(**cells)
+
+
+def count_skips(genotype: Genotype, cell: str = 'normal') -> int:
+    """Number of ``skip_connect`` edges in a cell of the genotype."""
+    return sum(op == 'skip_connect' for op, _ in getattr(genotype, cell))
+
+
+def validate_arch(arch: Dict[str, Any], space_labels: Dict[str, Any], source: str = 'the arch') -> None:
+    """Check ``arch`` against the mutables of a space (``space.simplify()``); one error naming the bad key."""
+    if not isinstance(arch, dict):
+        raise ArchFileError(f'{source} must be a JSON object mapping labels to choices, got {type(arch).__name__}.')
+    for label, mutable in space_labels.items():
+        if label not in arch:
+            raise ArchFileError(f'{source} misses label {label!r}. Export it with '
+                                "export_top_models(formatter='dict') or genotype_to_arch().")
+        if mutable.check_contains({label: arch[label]}) is not None:
+            allowed = list(getattr(mutable, 'values', []))
+            raise ArchFileError(f'{source}: label {label!r} has the invalid value {arch[label]!r}; allowed: {allowed}'
+                                + (f' (choose {mutable.n_chosen} distinct)' if hasattr(mutable, 'n_chosen') else '')
+                                + '.')
+    unknown = sorted(set(arch) - set(space_labels))
+    if unknown:  # NNI ignores extra keys too (e.g. a genotype's normal cell on a space with only reduction cells)
+        _logger.warning('%s has label(s) %s that the space does not define; they are ignored.', source, unknown[:5])
+
+
+def save_arch(arch: Dict[str, Any], path: os.PathLike | str) -> Path:
+    """Write an arch dict as JSON (atomically: a crash never leaves a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile('w', dir=path.parent, suffix='.tmp', delete=False) as f:
+        json.dump(arch, f, indent=2, sort_keys=True)
+        tmp = f.name
+    os.replace(tmp, path)
+    return path
+
+
+def load_arch(path: os.PathLike | str, space: Any = None) -> Dict[str, Any]:
+    """Read an arch JSON file; with ``space`` (an NNI ModelSpace) check every label against it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArchFileError(f'Arch file {str(path)!r} does not exist.')
+    try:
+        arch = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ArchFileError(f'Arch file {str(path)!r} is not valid JSON ({err}).') from None
+    if isinstance(arch, dict) and 'arch' in arch and isinstance(arch['arch'], dict):
+        arch = arch['arch']  # a search summary file holds the arch under "arch"
+    if space is not None:
+        validate_arch(arch, space.simplify(), source=f'Arch file {str(path)!r}')
+    elif not isinstance(arch, dict):
+        raise ArchFileError(f'Arch file {str(path)!r} must hold a JSON object mapping labels to choices.')
+    return arch
+
+
+__all__.append('validate_arch')

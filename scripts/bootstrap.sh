@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One-time, idempotent set-up of a fresh machine: system packages (graphviz, Fashion-MNIST),
+# the project virtualenv in .venv with the package installed editable, and the offline datasets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need_apt=()
+command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)
+[ -d /usr/share/datasets/fashion-mnist ] || need_apt+=(dataset-fashion-mnist)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -q >/dev/null 2>&1 || true
+  $SUDO apt-get install -y -q "${need_apt[@]}" >/dev/null
+fi
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import nni_darts_ext, pytest, torchvision" >/dev/null 2>&1; then
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+fi
+.venv/bin/python -m nni_darts_ext prepare-data >/dev/null
