@@ -6,7 +6,6 @@ network: affine BN, plain pools, and only the chosen edges' operations.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -79,8 +78,9 @@ class DartsNode(nn.Module):
                 if not self.fixed:
                     choice.edge_spec = {'channels': C, 'stride': stride}  # lets PC-DARTS rebuild the ops on C/K
                 self.edges[str(src)] = choice
-        if not self.fixed:
+        if not self.fixed:  # metadata for the strategies' node-level derivation (plain attributes, ignored by NNI)
             self.inputs.edge_labels = [self.edges[str(src)].label for src in range(node)]
+            self.inputs.edge_candidates = [list(self.edges[str(src)].names) for src in range(node)]
         self.chosen = chosen
 
     def forward(self, states: List[torch.Tensor]) -> torch.Tensor:
@@ -236,10 +236,11 @@ class DartsCellSpace(ModelSpace):
 
     # --- construction arguments, re-creation and freezing -------------------------------------------------------
     def init_arguments(self) -> Dict[str, Any]:
-        """The constructor arguments of this space as keywords."""
-        bound = inspect.signature(type(self).__init__).bind(self, *self.trace_args, **self.trace_kwargs)
-        bound.apply_defaults()
-        return {k: v for k, v in bound.arguments.items() if k != 'self'}
+        """The constructor arguments of this space as keywords (NNI records them, positional ones by name)."""
+        if self.trace_args:
+            raise RuntimeError(f'{type(self).__name__} was built with positional arguments NNI could not name; '
+                               'pass them as keywords.')
+        return dict(self.trace_kwargs)
 
     def recreate(self, **overrides: Any) -> 'DartsCellSpace':
         """A new space with the same arguments except ``overrides`` (P-DARTS: deeper, fewer ops per edge)."""
