@@ -170,7 +170,10 @@ def build_space(settings: SearchSettings) -> DartsCellSpace:
 
 def _callbacks(out: Path, extra: Sequence[Any]) -> List[Any]:
     from pytorch_lightning.callbacks import ModelCheckpoint
-    return [ModelCheckpoint(dirpath=out / 'checkpoints', save_last=True, every_n_epochs=1), *extra]
+
+    from .callbacks import ArchitectureLogger  # softmax(α)/β scalars and heat maps in TensorBoard (issue #7)
+    return [ModelCheckpoint(dirpath=out / 'checkpoints', save_last=True, every_n_epochs=1), ArchitectureLogger(),
+            *extra]
 
 
 def run_search(settings: SearchSettings, callbacks: Sequence[Any] = ()) -> SearchResult:
@@ -216,11 +219,24 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = ()) -> Searc
                           params=sum(p.numel() for p in fixed.parameters()), out=out,
                           history=[{**h, 'genotype': str(h.get('genotype'))} for h in history],
                           extra=dict(getattr(strategy, 'result_extra', {}) or {}))
+    _draw_result(result, module)
     save_arch(arch, out / 'arch.json')
     (out / 'genotype.txt').write_text(str(genotype) + '\n')
     _write_json(out / 'summary.json', {**result.summary(), 'history': _jsonable(result.history)})
     (out / 'summary.txt').write_text(result.headline() + '\n')
     return result
+
+
+def _draw_result(result: SearchResult, module: Any) -> None:
+    """Cell diagrams and final softmax(α)/β heat maps into ``out``, listed in the summary's files (issue #7)."""
+    from .callbacks import export_probs
+    from .viz import PlotError, plot_genotype, save_heatmaps
+    files = result.extra.setdefault('files', {})
+    try:
+        files.update(plot_genotype(result.genotype, result.out))
+    except PlotError as err:
+        _logger.warning('No cell pictures: %s', err)
+    files.update(save_heatmaps(export_probs(module), result.out, result.genotype))
 
 
 def _jsonable(value: Any) -> Any:

@@ -7,12 +7,15 @@
 """
 from __future__ import annotations
 
+import logging
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 from ..space.genotype import Genotype, arch_to_genotype, count_skips
 from ..space.ops import NONE_OP, SKIP_OP
+
+_logger = logging.getLogger(__name__)
 
 __all__ = ['strongest_op', 'select_node_inputs', 'derive_node', 'prune_ops', 'limit_skip_connects']
 
@@ -111,6 +114,13 @@ def limit_skip_connects(derive, weights: Mapping[str, torch.Tensor], names: Mapp
                 edge = f'{node_prefix}edge{src}'
                 if arch[edge] == SKIP_OP:
                     skips.append((float(weights[edge][list(names[edge]).index(SKIP_OP)]), edge))
+        # a skip-connect already zeroed that is still derived has no alternative op on its edge (e.g. only
+        # {none, skip_connect}) and its node no other edge: zeroing it again would loop forever
+        skips = [s for s in skips if s[0] > 0.0]
+        if not skips:
+            _logger.warning('%s cell: cannot reduce the skip-connects below %d (their edges have no other op).',
+                            cell, count_skips(history[-1], cell))
+            break
         _, weakest = min(skips)
         weights[weakest][list(names[weakest]).index(SKIP_OP)] = 0.0
         arch = derive(weights)

@@ -1,0 +1,110 @@
+"""Lightning callbacks that show a search's architecture weights in TensorBoard (drawing is in :mod:`.viz`).
+
+:class:`ArchitectureLogger`, added to every search by ``search.run_search``, logs at each training epoch end
+
+* ``alpha/{cell}/node{j}/edge{i}/{op}``: softmax(α) of every candidate op of every edge (scalars);
+* ``beta/{cell}/node{j}/inputs/{i}``: softmax(β_j)_i of every edge (scalars; PC-DARTS edge normalisation only);
+* ``alpha/{cell}``: a heat map image per cell type (rows: edges, columns: ops; boxes: the derived genotype),
+
+and at the end of the fit ``alpha_final/{cell}`` (and, with ``out_dir``, ``alpha_{cell}.png`` files).
+The genotype of every epoch is logged as text by ``DartsSearchModule.log_architecture``; NNI's ``prob/...``
+scalars every ``log_prob_every_n_step`` steps stay as they are.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import pytorch_lightning as pl
+
+from .space.genotype import Genotype, arch_to_genotype
+from .viz import figure_rgb, heatmap_figure, prob_matrix
+
+__all__ = ['ArchitectureLogger', 'export_probs', 'prob_scalars']
+
+_logger = logging.getLogger(__name__)
+
+CELLS = ('normal', 'reduce')
+
+
+def export_probs(pl_module: pl.LightningModule) -> Dict[str, Dict[Any, float]]:
+    """``pl_module.export_probs()`` as plain floats, or ``{}`` for a module without architecture weights."""
+    export = getattr(pl_module, 'export_probs', None)
+    if export is None:
+        return {}
+    return {label: {choice: float(p) for choice, p in dist.items()} for label, dist in export().items()}
+
+
+def prob_scalars(probs: Dict[str, Dict[Any, float]]) -> Dict[str, float]:
+    """Flatten probs to TensorBoard tags: ``alpha/<edge label>/<op>`` and ``beta/<inputs label>/<edge index>``."""
+    return {f'{"beta" if label.endswith("/inputs") else "alpha"}/{label}/{choice}': float(p)
+            for label, dist in probs.items() for choice, p in dist.items()}
+
+
+def _genotype(pl_module: pl.LightningModule) -> Optional[Genotype]:
+    try:
+        return arch_to_genotype(pl_module.export())
+    except (AttributeError, ValueError):
+        return None
+
+
+class ArchitectureLogger(pl.Callback):
+    """Log softmax(α) (and β) each epoch as scalars and heat map images; the final heat maps at the end of the fit.
+
+    Parameters
+    ----------
+    image_every_n_epochs
+        Heat map images every this many epochs (0: only the final ones).
+    out_dir
+        Also write the final heat maps as ``alpha_{cell}.png`` here.
+    """
+
+    def __init__(self, image_every_n_epochs: int = 1, out_dir: Optional[str | Path] = None):
+        super().__init__()
+        self.image_every_n_epochs = image_every_n_epochs
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.files: Dict[str, str] = {}
+        self._images_of: Optional[Dict[str, Dict[Any, float]]] = None
+        self._images: Dict[str, Any] = {}
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        probs = export_probs(pl_module)
+        if not probs:
+            return
+        pl_module.log_dict(prob_scalars(probs), on_step=False, on_epoch=True)
+        every = self.image_every_n_epochs
+        if every and (trainer.current_epoch + 1) % every == 0:
+            self._log_images(trainer, self._render(pl_module, probs, f'epoch {trainer.current_epoch}'), 'alpha')
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        probs = export_probs(pl_module)
+        if not probs:
+            return
+        # α does not change after the last epoch's end: reuse that rendering when it is the same
+        images = self._images if self._images_of == probs else self._render(pl_module, probs, 'final')
+        self._log_images(trainer, images, 'alpha_final')
+        if self.out_dir is not None and trainer.is_global_zero:
+            from matplotlib.image import imsave
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            for cell, rgb in images.items():
+                imsave(self.out_dir / f'alpha_{cell}.png', rgb)
+                self.files[f'alpha_{cell}'] = str(self.out_dir / f'alpha_{cell}.png')
+
+    def _render(self, pl_module: pl.LightningModule, probs: Dict[str, Dict[Any, float]], when: str) -> Dict[str, Any]:
+        genotype = _genotype(pl_module)
+        self._images_of = probs
+        self._images = {cell: figure_rgb(heatmap_figure(probs, cell, genotype, title=f'{cell} cell, {when}: '
+                                                        'softmax(α)'))
+                        for cell in CELLS if prob_matrix(probs, cell)[0]}
+        return self._images
+
+    @staticmethod
+    def _log_images(trainer: pl.Trainer, images: Dict[str, Any], prefix: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if hasattr(logger.experiment, 'add_image'):
+                for cell, rgb in images.items():
+                    logger.experiment.add_image(f'{prefix}/{cell}', rgb, global_step=trainer.current_epoch,
+                                                dataformats='HWC')

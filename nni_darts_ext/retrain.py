@@ -1,0 +1,460 @@
+"""Train a found architecture from scratch (DARTS step 3, SPEC §3) and report accuracy, parameters and mult-adds.
+
+The fixed network is :class:`~nni_darts_ext.DartsCellSpace` rebuilt under ``nni.nas.space.model_context(arch)``
+(only the chosen ops, affine BN, optional auxiliary head), trained by :class:`RetrainModule` with a plain Lightning
+``Trainer``. The defaults are the DARTS evaluation recipe (quark0/darts ``cnn/train.py`` and the README command
+``python train.py --auxiliary --cutout``; paper appendix A.2.1): 20 cells, C=36, 600 epochs, batch 96, SGD lr 0.025
+cosine-annealed to 0, momentum 0.9, weight decay 3e-4, gradient-norm clip 5, auxiliary head weight 0.4, drop-path
+0.2 ramped linearly (``drop_path_prob * epoch / epochs``), cutout 16, evaluation on the test set every epoch.
+
+Outputs in ``out``: ``summary.json`` and ``summary.txt`` (one line), the cell pictures (``cell_{normal,reduce}.
+{png,svg}``), ``arch.json``, TensorBoard logs under ``logs/`` and Lightning checkpoints under ``checkpoints/``
+(one per epoch plus ``last.ckpt``; a new call with the same ``out`` resumes from ``last.ckpt``).
+
+CLI: ``python -m nni_darts_ext train --arch ARCH.json | --genotype DARTS_V2 --dataset fashion-mnist --out DIR
+[--preset small]``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import DatasetInfo, get_info
+from .space.genotype import (Genotype, arch_to_genotype, genotype_from_name, genotype_to_arch, load_arch, save_arch,
+                             validate_arch)
+from .space.network import DartsCellSpace
+from .space.ops import OPS
+
+__all__ = ['RetrainConfig', 'RetrainModule', 'RetrainResult', 'PRESETS', 'resolve_arch', 'build_model',
+           'count_parameters', 'count_flops', 'retrain', 'add_arguments', 'run']
+
+_logger = logging.getLogger(__name__)
+
+ArchSource = Union[str, os.PathLike, Mapping[str, Any], Genotype]
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """The evaluation recipe; defaults are quark0/darts ``cnn/train.py`` (CIFAR-10, DARTS appendix A.2.1)."""
+
+    width: int = 36                  # --init_channels 36
+    cells: int = 20                  # --layers 20
+    epochs: int = 600                # --epochs 600
+    batch_size: int = 96             # --batch_size 96
+    learning_rate: float = 0.025     # --learning_rate 0.025
+    learning_rate_min: float = 0.0   # CosineAnnealingLR(optimizer, epochs): eta_min 0
+    momentum: float = 0.9            # --momentum 0.9
+    weight_decay: float = 3e-4       # --weight_decay 3e-4
+    gradient_clip_val: float = 5.0   # --grad_clip 5 (norm)
+    auxiliary_weight: float = 0.4    # --auxiliary --auxiliary_weight 0.4; 0 builds no head
+    drop_path_prob: float = 0.2      # --drop_path_prob 0.2, ramped: p * epoch / epochs
+    cutout: int = 16                 # --cutout --cutout_length 16 (pixels; CIFAR-10 is 32x32)
+    augment: bool = True             # random crop with padding (+ horizontal flip on CIFAR-10)
+    subset: Optional[int] = None     # seeded random subset of the training set
+    test_subset: Optional[int] = None
+    limit_train_batches: Optional[int] = None
+    val_every_n_epochs: int = 1      # train.py evaluates on the test set every epoch; 0: only at the end
+    seed: int = 0
+    channels_last: bool = True       # faster convolutions on CPU
+    num_workers: int = 0
+
+    def __post_init__(self):
+        for name in ('width', 'cells', 'epochs', 'batch_size'):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f'{name}={getattr(self, name)!r} is invalid; allowed: an integer >= 1.')
+        if not 0.0 <= self.drop_path_prob < 1.0:
+            raise ValueError(f'drop_path_prob={self.drop_path_prob} is invalid; allowed: 0 <= p < 1.')
+        if self.auxiliary_weight < 0 or self.cutout < 0 or self.val_every_n_epochs < 0:
+            raise ValueError('auxiliary_weight, cutout and val_every_n_epochs must be >= 0.')
+
+    def replace(self, **changes: Any) -> 'RetrainConfig':
+        unknown = sorted(set(changes) - set(self.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f'Unknown retrain setting(s) {unknown}; allowed: {sorted(self.__dataclass_fields__)}.')
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    # The DARTS evaluation recipe (1.5 GPU-days on CIFAR-10).
+    'reference': {},
+    # Minutes on 2 CPU cores (Fashion-MNIST 28x28): 8 cells of C=16, 6,000 training images, 3 epochs, no cutout
+    # (16 px is tuned for 600 CIFAR epochs), auxiliary head and the drop-path ramp kept; full test set at the end.
+    'small': dict(width=16, cells=8, epochs=3, batch_size=64, subset=6000, cutout=0, val_every_n_epochs=0),
+    # Seconds: smoke runs and tests.
+    'tiny': dict(width=8, cells=3, epochs=1, batch_size=32, subset=256, cutout=0, val_every_n_epochs=0),
+}
+
+
+# --- the model -----------------------------------------------------------------------------------------------------
+def resolve_arch(source: ArchSource) -> Tuple[Dict[str, Any], Genotype, str]:
+    """``(arch dict, genotype, description)`` from an arch dict, a ``Genotype``, a published genotype name or an arch
+    / search summary JSON file."""
+    if isinstance(source, Genotype):
+        return genotype_to_arch(source), source, 'genotype'
+    if isinstance(source, Mapping):
+        arch = dict(source)
+        return arch, arch_to_genotype(arch), 'arch dict'
+    path = Path(source)
+    if path.is_file():
+        arch = load_arch(path)
+        return arch, arch_to_genotype(arch), str(path)
+    try:
+        genotype = genotype_from_name(str(source))
+    except ValueError:
+        raise FileNotFoundError(f'{str(source)!r} is neither an arch file nor a published genotype name.') from None
+    return genotype_to_arch(genotype), genotype, str(source).upper()
+
+
+def build_model(arch: Mapping[str, Any], info: DatasetInfo, config: RetrainConfig = RetrainConfig()) -> DartsCellSpace:
+    """The fixed evaluation network of ``arch`` for a dataset, built by NNI under ``model_context(arch)``.
+
+    The arch is first checked against the labels of a small search space over every registry op (same as
+    ``DartsCellSpace.freeze``; a missing label or unknown op raises ``ArchFileError`` naming it).
+    """
+    from nni.nas.space import model_context
+
+    genotype = arch_to_genotype(dict(arch))
+    num_nodes = max(len(genotype.normal), len(genotype.reduce)) // 2
+    template = DartsCellSpace(width=4, num_cells=3, num_nodes=num_nodes, op_candidates=list(OPS),
+                              in_channels=info.in_channels, image_size=8, num_classes=info.num_classes)
+    validate_arch(dict(arch), template.simplify(), source='The arch')
+    with model_context(dict(arch)):
+        return DartsCellSpace(width=config.width, num_cells=config.cells, num_nodes=num_nodes,
+                              in_channels=info.in_channels, image_size=info.image_size,
+                              num_classes=info.num_classes, auxiliary=config.auxiliary_weight > 0,
+                              drop_path_prob=0.0)
+
+
+def count_parameters(model: nn.Module, auxiliary: bool = False) -> int:
+    """Parameters, without the auxiliary head unless asked (DARTS ``utils.count_parameters_in_MB`` skips
+    names containing "auxiliary")."""
+    return sum(p.numel() for name, p in model.named_parameters() if auxiliary or 'auxiliary' not in name)
+
+
+def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """FLOPs of one inference forward pass of one image (eval mode: no auxiliary head, no drop-path), counted by
+    ``torch.utils.flop_counter.FlopCounterMode``: 2 per multiply-add of convolutions and matrix products; BN, ReLU,
+    pooling and additions are not counted (as in the DARTS/NASNet "mult-adds")."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters())
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+# --- Lightning ---------------------------------------------------------------------------------------------------------
+class RetrainModule(pl.LightningModule):
+    """Cross-entropy + ``auxiliary_weight`` x auxiliary cross-entropy (training only), SGD with cosine annealing, the
+    drop-path ramp ``drop_path_prob * epoch / epochs`` at each training epoch start (DARTS ``train.py``)."""
+
+    def __init__(self, model: DartsCellSpace, config: RetrainConfig = RetrainConfig(),
+                 arch: Optional[Mapping[str, Any]] = None):
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.save_hyperparameters({'config': dataclasses.asdict(config), 'arch': dict(arch) if arch else None})
+        self.elapsed_before = 0.0  # training seconds of earlier runs (restored from the checkpoint)
+        self._fit_started = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def objective(self, batch: Any) -> Dict[str, torch.Tensor]:
+        """The loss terms of a batch; the auxiliary term only exists while the model is in training mode."""
+        x, y = batch
+        logits = self.model(x)
+        ce = F.cross_entropy(logits, y)
+        out = {'logits': logits, 'ce': ce, 'loss': ce}
+        aux = self.model.aux_logits if self.model.training else None
+        if aux is not None and self.config.auxiliary_weight > 0:
+            out['aux'] = F.cross_entropy(aux, y)
+            out['loss'] = ce + self.config.auxiliary_weight * out['aux']
+        return out
+
+    def _log_terms(self, stage: str, terms: Dict[str, torch.Tensor], y: torch.Tensor, **kw: Any) -> None:
+        acc = (terms['logits'].argmax(1) == y).float().mean()
+        n = y.size(0)
+        self.log(f'{stage}_loss', terms['loss'], batch_size=n, prog_bar=stage == 'train', **kw)
+        self.log(f'{stage}_acc', acc, batch_size=n, prog_bar=True, **kw)
+        if 'aux' in terms:
+            self.log(f'{stage}_aux_loss', terms['aux'], batch_size=n, **kw)
+
+    def training_step(self, batch, batch_idx):
+        terms = self.objective(batch)
+        if not torch.isfinite(terms['loss']):
+            raise FloatingPointError(f'The training loss is {terms["loss"].item()} at epoch {self.current_epoch}: '
+                                     'lower the learning rate or check the data.')
+        self._log_terms('train', terms, batch[1], on_step=True, on_epoch=True)
+        return terms['loss']
+
+    def validation_step(self, batch, batch_idx):
+        self._log_terms('val', self.objective(batch), batch[1], on_epoch=True)
+
+    def test_step(self, batch, batch_idx):
+        self._log_terms('test', self.objective(batch), batch[1], on_epoch=True)
+
+    def on_fit_start(self):
+        self._fit_started = time.time()
+        if self.config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        x, y = batch
+        if self.config.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    def on_train_epoch_start(self):
+        # DARTS train.py: model.drop_path_prob = args.drop_path_prob * epoch / args.epochs (0 in the first epoch)
+        prob = self.config.drop_path_prob * self.current_epoch / self.config.epochs
+        self.model.set_drop_path_prob(prob)
+        self.log('drop_path_prob', prob, on_step=False, on_epoch=True)
+
+    def configure_optimizers(self):
+        c = self.config
+        optimizer = torch.optim.SGD(self.model.parameters(), lr=c.learning_rate, momentum=c.momentum,
+                                    weight_decay=c.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.epochs, eta_min=c.learning_rate_min)
+        return {'optimizer': optimizer, 'lr_scheduler': {'scheduler': scheduler, 'interval': 'epoch'}}
+
+    def elapsed(self) -> float:
+        """Training seconds over every run of this checkpoint lineage."""
+        return self.elapsed_before + (time.time() - self._fit_started if self._fit_started else 0.0)
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint['retrain_elapsed_s'] = self.elapsed()
+
+    def on_load_checkpoint(self, checkpoint):
+        self.elapsed_before = float(checkpoint.get('retrain_elapsed_s', 0.0))
+
+
+# --- one call ------------------------------------------------------------------------------------------------------------
+@dataclass
+class RetrainResult:
+    arch: Dict[str, Any]
+    genotype: Genotype
+    source: str
+    dataset: str
+    config: RetrainConfig
+    epochs_done: int
+    global_step: int
+    seconds: float
+    train_seconds_total: float
+    test_acc: Optional[float]
+    test_loss: Optional[float]
+    params: int
+    params_with_auxiliary: int
+    flops: int
+    out: Path
+    resumed_from_epoch: Optional[int] = None
+    files: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def mult_adds(self) -> int:
+        return self.flops // 2
+
+    def summary(self) -> Dict[str, Any]:
+        return {
+            'dataset': self.dataset, 'arch_source': self.source, 'epochs': self.config.epochs,
+            'epochs_done': self.epochs_done, 'global_step': self.global_step, 'completed':
+            self.epochs_done >= self.config.epochs, 'resumed_from_epoch': self.resumed_from_epoch,
+            'seconds': round(self.seconds, 1), 'train_seconds_total': round(self.train_seconds_total, 1),
+            'test_acc': self.test_acc, 'test_loss': self.test_loss, 'params': self.params,
+            'params_with_auxiliary': self.params_with_auxiliary, 'mult_adds': self.mult_adds, 'flops': self.flops,
+            'genotype': str(self.genotype), 'arch': self.arch, 'config': dataclasses.asdict(self.config),
+            'files': self.files,
+        }
+
+    def headline(self) -> str:
+        acc = 'n/a' if self.test_acc is None else f'{self.test_acc:.4f}'
+        pictures = ', '.join(v for k, v in self.files.items() if k.startswith('cell_') and v.endswith('.png'))
+        return (f'retrain {self.source} on {self.dataset}: {self.epochs_done}/{self.config.epochs} epochs in '
+                f'{self.train_seconds_total:.0f} s, test acc {acc}, {self.params / 1e6:.3f} M params, '
+                f'{self.mult_adds / 1e6:.1f} M mult-adds; genotype {self.genotype}'
+                + (f'; pictures {pictures}' if pictures else ''))
+
+
+def _resume_point(out: Path, arch: Dict[str, Any], resume: bool) -> Tuple[Optional[Path], Optional[int]]:
+    """``(out/checkpoints/last.ckpt, the epoch it resumes at)`` or ``(None, None)``; refuses another arch's file."""
+    last = out / 'checkpoints' / 'last.ckpt'
+    if not resume or not last.is_file():
+        return None, None
+    checkpoint = torch.load(last, map_location='cpu', weights_only=False)
+    saved = checkpoint.get('hyper_parameters', {}).get('arch')
+    if saved is not None and saved != arch:
+        raise ValueError(f'{last} was trained for a different architecture; pass another --out, or --no-resume '
+                         '(resume=False) to start over in this folder.')
+    return last, int(checkpoint.get('epoch', -1)) + 1
+
+
+def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist', out: Union[str, Path] = 'runs/retrain',
+            *, preset: Optional[str] = None, config: Optional[RetrainConfig] = None, resume: bool = True,
+            train_loader: Any = None, test_loader: Any = None, callbacks: Sequence[pl.Callback] = (),
+            data_dir: Optional[str] = None, progress_bar: bool = False, plots: bool = True,
+            **overrides: Any) -> RetrainResult:
+    """Train ``arch`` from scratch on ``dataset`` and write the outputs of the module docstring into ``out``.
+
+    Parameters
+    ----------
+    arch
+        Arch dict, ``Genotype``, published genotype name (``'DARTS_V2'``) or arch / search-summary JSON file.
+    dataset
+        Dataset name (:func:`nni_darts_ext.data.get_info`) or ``DatasetInfo``; sets the network's input/output.
+    preset, config, overrides
+        The recipe: ``config`` (default :class:`RetrainConfig`, the DARTS recipe), then ``PRESETS[preset]``, then
+        keyword overrides (``epochs=3`` ...); unknown keys raise ``ValueError``.
+    resume
+        Continue from ``out/checkpoints/last.ckpt`` when it exists (it must be of the same arch).
+    train_loader, test_loader
+        Replace the dataset's loaders (e.g. ``FakeData``); ``dataset`` still gives shapes and classes.
+    callbacks
+        Extra Lightning callbacks.
+
+    Returns
+    -------
+    RetrainResult
+    """
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f'preset={preset!r} is invalid; allowed: {list(PRESETS)}.')
+    config = (config or RetrainConfig()).replace(**{**PRESETS[preset or 'reference'], **overrides})
+    arch, genotype, source = resolve_arch(arch)
+    info = get_info(dataset)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    model = build_model(arch, info, config)
+    params, params_aux = count_parameters(model), count_parameters(model, auxiliary=True)
+    flops = count_flops(model, info.input_shape)
+    if train_loader is None or test_loader is None:
+        from .data import test_dataloader, train_dataloader
+        if train_loader is None:
+            train_loader = train_dataloader(
+                info, batch_size=config.batch_size, subset=config.subset, seed=config.seed, root=data_dir,
+                num_workers=config.num_workers, augment=config.augment, cutout=config.cutout)
+        if test_loader is None:
+            test_loader = test_dataloader(info, subset=config.test_subset, seed=config.seed, root=data_dir,
+                                          num_workers=config.num_workers)
+    save_arch(arch, out / 'arch.json')
+    files = {'arch': str(out / 'arch.json')}
+    if plots:
+        from .viz import PlotError, plot_genotype
+        try:
+            files.update(plot_genotype(genotype, out))
+        except PlotError as err:
+            _logger.warning('No cell pictures: %s', err)
+    ckpt_path, resumed_from = _resume_point(out, arch, resume)
+    module = RetrainModule(model, config, arch)
+    trainer = _trainer(config, out, callbacks, progress_bar)
+    start = time.time()
+    _logger.info('retrain %s on %s: %s%s', source, info.name, config, f' (resuming {ckpt_path})' if ckpt_path else '')
+    fit_kwargs = dict(val_dataloaders=test_loader) if config.val_every_n_epochs else {}
+    trainer.fit(module, train_dataloaders=train_loader, ckpt_path=str(ckpt_path) if ckpt_path else None, **fit_kwargs)
+    epochs_done, global_step = trainer.current_epoch, trainer.global_step
+    metrics = trainer.test(module, dataloaders=test_loader, verbose=False)[0]
+    result = RetrainResult(
+        arch=arch, genotype=genotype, source=source, dataset=info.name, config=config, epochs_done=epochs_done,
+        global_step=global_step, seconds=time.time() - start, train_seconds_total=module.elapsed(),
+        test_acc=_float(metrics.get('test_acc')), test_loss=_float(metrics.get('test_loss')), params=params,
+        params_with_auxiliary=params_aux, flops=flops, out=out, resumed_from_epoch=resumed_from,
+        files={**files, 'logs': str(out / 'logs'), 'checkpoints': str(out / 'checkpoints'),
+               'summary': str(out / 'summary.json')})
+    _write_json(out / 'summary.json', result.summary())
+    (out / 'summary.txt').write_text(result.headline() + '\n')
+    return result
+
+
+def _float(value: Any) -> Optional[float]:
+    return None if value is None else float(value)
+
+
+def _trainer(config: RetrainConfig, out: Path, callbacks: Sequence[pl.Callback], progress_bar: bool) -> pl.Trainer:
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    # save_top_k=1 without a monitor keeps the newest epoch's file; last.ckpt is what a new call resumes from
+    checkpoint = ModelCheckpoint(dirpath=out / 'checkpoints', filename='epoch{epoch:03d}', auto_insert_metric_name=False,
+                                 save_last=True, every_n_epochs=1, save_on_train_epoch_end=True)
+    kwargs: Dict[str, Any] = dict(
+        max_epochs=config.epochs, gradient_clip_val=config.gradient_clip_val, gradient_clip_algorithm='norm',
+        logger=TensorBoardLogger(save_dir=str(out), name='logs', version=''), default_root_dir=str(out),
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval='epoch'), *callbacks],
+        enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=10,
+        check_val_every_n_epoch=max(1, config.val_every_n_epochs))
+    if config.limit_train_batches:
+        kwargs['limit_train_batches'] = config.limit_train_batches
+    return pl.Trainer(**kwargs)
+
+
+def _write_json(path: Path, data: Dict[str, Any]) -> None:
+    tmp = path.with_suffix('.json.tmp')
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+# --- CLI -----------------------------------------------------------------------------------------------------------------
+_CLI_FIELDS = ('epochs', 'batch_size', 'width', 'cells', 'learning_rate', 'learning_rate_min', 'weight_decay',
+               'gradient_clip_val', 'auxiliary_weight', 'drop_path_prob', 'cutout', 'subset', 'test_subset',
+               'limit_train_batches', 'val_every_n_epochs', 'seed', 'num_workers')
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument('--arch', help='arch JSON file (arch.json or summary.json of a search)')
+    src.add_argument('--genotype', help='published genotype: DARTS_V1, DARTS_V2, PDARTS, PC_DARTS_CIFAR')
+    p.add_argument('--dataset', default='fashion-mnist', help='fashion-mnist | mnist | cifar10 | digits')
+    p.add_argument('--out', default='runs/retrain', help='output folder (resumes from its last.ckpt)')
+    p.add_argument('--preset', choices=list(PRESETS), default=None,
+                   help='reference: the DARTS recipe (default); small: minutes on 2 CPU cores; tiny: seconds')
+    p.add_argument('--epochs', type=int, default=None)
+    p.add_argument('--batch-size', type=int, default=None)
+    p.add_argument('--width', type=int, default=None, help='initial channels C (36)')
+    p.add_argument('--cells', type=int, default=None, help='number of cells (20)')
+    p.add_argument('--lr', dest='learning_rate', type=float, default=None)
+    p.add_argument('--lr-min', dest='learning_rate_min', type=float, default=None)
+    p.add_argument('--weight-decay', type=float, default=None)
+    p.add_argument('--grad-clip', dest='gradient_clip_val', type=float, default=None)
+    p.add_argument('--auxiliary-weight', type=float, default=None, help='0: no auxiliary head')
+    p.add_argument('--drop-path-prob', type=float, default=None)
+    p.add_argument('--cutout', type=int, default=None, help='cutout length in pixels, 0: off')
+    p.add_argument('--no-augment', dest='augment', action='store_false', default=None)
+    p.add_argument('--subset', type=int, default=None, help='seeded random subset of the training set')
+    p.add_argument('--test-subset', type=int, default=None)
+    p.add_argument('--limit-train-batches', type=int, default=None)
+    p.add_argument('--val-every-n-epochs', type=int, default=None, help='test-set evaluation interval, 0: at the end')
+    p.add_argument('--seed', type=int, default=None)
+    p.add_argument('--num-workers', type=int, default=None)
+    p.add_argument('--contiguous', dest='channels_last', action='store_false', default=None,
+                   help='do not use the channels_last memory format')
+    p.add_argument('--no-resume', dest='resume', action='store_false', help='ignore an existing last.ckpt')
+    p.add_argument('--no-plots', dest='plots', action='store_false', help='do not draw the cells')
+    p.add_argument('--data-dir', default=None)
+    p.add_argument('--no-progress-bar', dest='progress_bar', action='store_false')
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {k: getattr(args, k) for k in (*_CLI_FIELDS, 'augment', 'channels_last')
+                 if getattr(args, k, None) is not None}
+    result = retrain(args.arch or args.genotype, dataset=args.dataset, out=args.out, preset=args.preset,
+                     resume=args.resume, data_dir=args.data_dir, progress_bar=args.progress_bar, plots=args.plots,
+                     **overrides)
+    print(result.headline())
+    print(f'summary: {result.out / "summary.json"}')
+    return 0

@@ -1,0 +1,336 @@
+"""``PDartsStrategy``: Progressive DARTS (Chen, Xie, Wu, Tian, "Progressive Differentiable Architecture Search:
+Bridging the Depth Gap between Search and Evaluation", ICCV 2019; code: chenxin061/pdarts) as an NNI 3.0 strategy.
+
+The search runs in stages. Each stage builds a fresh supernet of the user's space at a greater depth with, on every
+edge, only the ops that survived the previous stage; trains it (weights re-initialised, a fresh Trainer with the
+evaluator's settings for ``epochs_per_stage`` epochs, the first ``warmup_epochs`` weight-only); then drops the weakest
+ops of every edge by softmax(α) (``none`` competes like any op until the last stage). Stride-1 skip-connects carry an
+operation-level dropout whose rate decays within a stage. After the last stage the cells are derived without
+``none`` and the normal cell keeps at most ``max_skip`` skip-connects.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from nni.common.serializer import is_traceable
+from nni.nas.evaluator.pytorch import Lightning
+from nni.nas.execution import SequentialExecutionEngine
+from nni.nas.space import ModelStatus, RawFormatModelSpace
+
+from ..oneshot.pdarts import PDartsMixedLayer, PDartsSearchModule, PDartsStage, prune_edges
+from ..space.genotype import Genotype, arch_to_genotype, count_skips
+from .darts import DartsStrategy
+
+__all__ = ['PDartsStrategy', 'PDartsStageRecord', 'PDartsResult']
+
+_logger = logging.getLogger(__name__)
+
+_EDGE = re.compile(r'^(normal|reduce)/node\d+/edge\d+$')
+_INPUTS = re.compile(r'^(normal|reduce)/node\d+/inputs$')
+
+_SPACE_REQUIREMENT = (
+    'PDartsStrategy re-creates the search space for every stage, deeper and with fewer ops per edge, so the space '
+    'must provide `recreate(num_cells=<int>, op_candidates={<edge label>: [<op names>]})` returning a new space of '
+    "the same kind, and DARTS cell labels ('normal/node2/edge0' for the ops, 'normal/node2/inputs' for the inputs "
+    'of a node), as nni_darts_ext.DartsCellSpace does')
+
+
+@dataclass
+class PDartsStageRecord:
+    """What one stage searched and found."""
+
+    stage: int                           # 1-based
+    num_cells: int                       # the requested depth
+    supernet_cells: Optional[int]        # the depth of the supernet that was trained (its `cells`)
+    num_ops: int
+    skip_dropout: float
+    epochs: int
+    ops: Dict[str, List[str]]            # the candidates every edge searched in this stage
+    probs: Dict[str, Dict[str, float]]   # softmax(α) per edge at the end of the stage
+    arch: Dict[str, Any]                 # the unrestricted DARTS derivation of this stage
+    genotype: Optional[Genotype]
+    normal_skips: Optional[int]
+    skip_dropout_schedule: List[Tuple[int, float]] = field(default_factory=list)  # (epoch, p) as applied
+    kept_ops: Optional[Dict[str, List[str]]] = None  # the ops that go on to the next stage (None after the last)
+    seconds: float = 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        result = dataclasses.asdict(self)
+        result['genotype'] = None if self.genotype is None else self.genotype._asdict()
+        return result
+
+
+@dataclass
+class PDartsResult:
+    """The outcome of a P-DARTS search: per-stage records, the final arch (full-depth evaluation space), its genotype,
+    and the genotypes for every skip count of the normal cell from the unrestricted one down to 0."""
+
+    stages: List[PDartsStageRecord] = field(default_factory=list)
+    arch: Optional[Dict[str, Any]] = None
+    genotype: Optional[Genotype] = None
+    max_skip: Optional[int] = None
+    skip_genotypes: List[Tuple[int, Genotype]] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            'stages': [s.to_dict() for s in self.stages],
+            'arch': self.arch,
+            'genotype': None if self.genotype is None else self.genotype._asdict(),
+            'max_skip': self.max_skip,
+            'skip_genotypes': [{'skip_connects': k, 'genotype': g._asdict()} for k, g in self.skip_genotypes],
+        }
+
+
+def _per_stage(value: Any, name: str, num_stages: Optional[int], number: bool = False) -> Tuple[Any, ...]:
+    """One value per stage: ints (``number=False``) or real numbers (``number=True``)."""
+    kinds = (int, float) if number else (int,)
+    values = tuple(value) if isinstance(value, (list, tuple)) else None
+    if values is None or not values or not all(isinstance(v, kinds) and not isinstance(v, bool) for v in values):
+        raise ValueError(f'PDartsStrategy: {name}={value!r} is invalid; allowed: a list of '
+                         f'{"numbers" if number else "integers"}, one per stage.')
+    if num_stages is not None and len(values) != num_stages:
+        raise ValueError(f'PDartsStrategy: {name}={value!r} has {len(values)} values but cells has {num_stages} '
+                         'stages; give one value per stage.')
+    return tuple(float(v) for v in values) if number else values
+
+
+class PDartsStrategy(DartsStrategy):
+    """P-DARTS: progressive depth, per-edge op pruning, skip-connect dropout and the limit of M skip-connects.
+
+    Defaults are the P-DARTS CIFAR-10 search (paper §4.1 and the command in chenxin061/pdarts' README:
+    ``--add_layers 6 --add_layers 12 --dropout_rate 0.1 --dropout_rate 0.4 --dropout_rate 0.7``; 25 epochs per
+    stage, the first 10 weight-only; arch Adam lr 6e-4; arch gradients clipped to 5 like the weights'; first order).
+    The code's own dropout default is 0; its author also quotes initial rates (0.0, 0.4, 0.7).
+
+    The space must be re-creatable at another depth with fewer ops per edge (:class:`~nni_darts_ext.DartsCellSpace`
+    is). The strategy owns the epochs: every stage gets a fresh Trainer with the evaluator's settings but
+    ``max_epochs=epochs_per_stage``; the evaluator's own ``max_epochs`` is not used. The exported arch (``'dict'``)
+    belongs to the full-depth evaluation space: ``space.freeze(arch)`` on the user's space.
+
+    Parameters
+    ----------
+    cells
+        Supernet depth (number of cells) of each stage (reference 5, 11, 17); at least 3 each (with fewer cells
+        there is no normal cell).
+    num_ops
+        Candidate ops per edge searched in each stage (reference 8, 5, 3). The first must equal the number of
+        candidates on the space's edges; after stage s each edge keeps its ``num_ops[s + 1]`` strongest ops.
+    skip_dropout
+        Initial skip-connect dropout rate of each stage (README command 0.1, 0.4, 0.7).
+    epochs_per_stage
+        Epochs of every stage (25).
+    warmup_epochs
+        The first epochs of every stage only train the weights (10); also the W of the dropout schedule.
+        Must be smaller than ``epochs_per_stage`` (otherwise α is never trained).
+    max_skip
+        M: skip-connects kept at most in the final normal cell (2); ``None`` for no limit.
+    arc_learning_rate, arc_gradient_clip_val, order
+        α's Adam learning rate (6e-4), its gradient-norm clip (5) and the DARTS order (1; 2 is allowed).
+    **kwargs
+        Other :class:`DartsStrategy` arguments (``gradient_clip_val``, ``arc_betas``, ``arc_weight_decay``, ``xi``,
+        ``hvp``, ``channels_last``, ...).
+    """
+
+    def __init__(self, cells: Sequence[int] = (5, 11, 17), num_ops: Sequence[int] = (8, 5, 3),
+                 skip_dropout: Sequence[float] = (0.1, 0.4, 0.7), epochs_per_stage: int = 25,
+                 warmup_epochs: int = 10, max_skip: Optional[int] = 2, *, arc_learning_rate: float = 6e-4,
+                 arc_gradient_clip_val: Optional[float] = 5.0, order: int = 1, **kwargs: Any):
+        self.cells = _per_stage(cells, 'cells', None)
+        self.num_ops = _per_stage(num_ops, 'num_ops', len(self.cells))
+        self.skip_dropout = _per_stage(skip_dropout, 'skip_dropout', len(self.cells), number=True)
+        if any(c < 3 for c in self.cells):
+            raise ValueError(f'PDartsStrategy: cells={list(self.cells)} is invalid; allowed: at least 3 cells per '
+                             'stage (reduction cells sit at 1/3 and 2/3 of the depth, so with fewer cells there is '
+                             'no normal cell to search).')
+        if any(k < 2 for k in self.num_ops) or any(b > a for a, b in zip(self.num_ops, self.num_ops[1:])):
+            raise ValueError(f'PDartsStrategy: num_ops={list(self.num_ops)} is invalid; allowed: non-increasing '
+                             'counts of at least 2 ops per edge (reference 8, 5, 3).')
+        if any(not 0.0 <= p < 1.0 for p in self.skip_dropout):
+            raise ValueError(f'PDartsStrategy: skip_dropout={list(self.skip_dropout)} is invalid; allowed: rates '
+                             'with 0 <= rate < 1.')
+        if not isinstance(epochs_per_stage, int) or epochs_per_stage < 1:
+            raise ValueError(f'PDartsStrategy: epochs_per_stage={epochs_per_stage!r} is invalid; allowed: an '
+                             'integer >= 1.')
+        if not isinstance(warmup_epochs, int) or not 0 <= warmup_epochs < epochs_per_stage:
+            raise ValueError(f'PDartsStrategy: warmup_epochs={warmup_epochs!r} is invalid with epochs_per_stage='
+                             f'{epochs_per_stage}: the architecture is only trained after the warm-up, so allowed '
+                             f'is 0 <= warmup_epochs < epochs_per_stage (reference 10 of 25).')
+        if max_skip is not None and (not isinstance(max_skip, int) or max_skip < 0):
+            raise ValueError(f'PDartsStrategy: max_skip={max_skip!r} is invalid; allowed: an integer >= 0 or None.')
+        self.epochs_per_stage = epochs_per_stage
+        self.max_skip = max_skip
+        super().__init__(order=order, arc_learning_rate=arc_learning_rate,
+                         arc_gradient_clip_val=arc_gradient_clip_val, warmup_epochs=warmup_epochs, **kwargs)
+        self.result = PDartsResult(max_skip=max_skip)
+        self._stage: Optional[PDartsStage] = None
+        self._datamodule_fns: Optional[Tuple[Any, Any]] = None
+
+    def extra_repr(self) -> str:
+        return (f'cells={list(self.cells)}, num_ops={list(self.num_ops)}, skip_dropout={list(self.skip_dropout)}, '
+                f'epochs_per_stage={self.epochs_per_stage}, warmup_epochs={self.config.warmup_epochs}, '
+                f'max_skip={self.max_skip}, order={self.config.order}')
+
+    # --- NNI strategy hooks -------------------------------------------------------------------------------------------
+    def default_mutation_hooks(self) -> List[Any]:
+        return [PDartsMixedLayer.mutate, *super().default_mutation_hooks()]
+
+    def configure_oneshot_module(self, training_module) -> PDartsSearchModule:
+        if self._stage is None:
+            raise RuntimeError('PDartsStrategy builds one search module per stage inside run(); there is no '
+                               'single supernet to mutate before it.')
+        return PDartsSearchModule(training_module, self.config, self._stage)
+
+    @property
+    def stage_history(self) -> List[PDartsStageRecord]:
+        return self.result.stages
+
+    def _initialize(self, model_space: RawFormatModelSpace, engine: SequentialExecutionEngine) -> RawFormatModelSpace:
+        """Check everything the stages need before any training; the user's space is left as it is (no supernet)."""
+        if not isinstance(model_space, RawFormatModelSpace):
+            raise TypeError('One-shot strategy only supports RawFormatModelSpace.')
+        if not isinstance(engine, SequentialExecutionEngine):
+            raise TypeError('One-shot strategy only supports SequentialExecutionEngine.')
+        evaluator = model_space.evaluator
+        if not isinstance(evaluator, Lightning):
+            raise TypeError('PDartsStrategy needs a Lightning evaluator (e.g. nni_darts_ext.evaluator.'
+                            f'search_evaluator), got {type(evaluator).__name__}.')
+        if evaluator.datamodule is None and (evaluator.train_dataloaders is None or evaluator.val_dataloaders is None):
+            raise ValueError('Training and validation dataloader are both required to set in evaluator for one-shot '
+                             'strategy.')
+        if evaluator.datamodule is not None:
+            self._datamodule_fns = (evaluator.datamodule.train_dataloader, evaluator.datamodule.val_dataloader)
+        self.check_space(model_space.model_space)
+        self.result = PDartsResult(max_skip=self.max_skip)
+        return model_space
+
+    def check_space(self, space: Any) -> Dict[str, List[str]]:
+        """Raise one clear error unless ``space`` can be searched by P-DARTS; return its candidates per edge."""
+        if not callable(getattr(space, 'recreate', None)):
+            raise TypeError(f'{_SPACE_REQUIREMENT}; {type(space).__name__} has no recreate method.')
+        mutables = space.simplify()
+        odd = [label for label in mutables if not (_EDGE.match(label) or _INPUTS.match(label))]
+        if odd or not any(_EDGE.match(label) for label in mutables):
+            raise TypeError(f'{_SPACE_REQUIREMENT}; {type(space).__name__} has the label(s) '
+                            f'{odd[:5] or list(mutables)[:5]}.')
+        candidates = {label: list(m.values) for label, m in mutables.items() if _EDGE.match(label)}
+        counts = sorted({len(names) for names in candidates.values()})
+        if counts != [self.num_ops[0]]:
+            raise ValueError(f'PDartsStrategy: num_ops[0]={self.num_ops[0]} must equal the number of candidate ops '
+                             f'on every edge of the space, which has {counts[0] if len(counts) == 1 else counts}; '
+                             f'pass num_ops=({", ".join(map(str, [counts[-1], *self.num_ops[1:]]))}) or change '
+                             "the space's op_candidates.")
+        return candidates
+
+    def _run(self) -> None:
+        user_space = self.model_space.model_space
+        evaluator = self.model_space.evaluator
+        candidates = self.check_space(user_space)
+        for index, num_cells in enumerate(self.cells):
+            final = index == len(self.cells) - 1
+            self._stage = PDartsStage(
+                index=index, num_stages=len(self.cells), num_cells=num_cells,
+                candidates={label: tuple(names) for label, names in candidates.items()},
+                skip_dropout=self.skip_dropout[index], epochs=self.epochs_per_stage,
+                max_skip=self.max_skip if final else None)
+            start = time.time()
+            module = self._run_stage(user_space, evaluator, candidates)
+            record = self._record_stage(module, time.time() - start)
+            if not final:
+                weights, names = module.edge_weights()
+                candidates = prune_edges(weights, names, self.num_ops[index + 1])
+                record.kept_ops = candidates
+                _logger.info('P-DARTS stage %d: kept %d ops per edge for stage %d: %s', index + 1,
+                             self.num_ops[index + 1], index + 2, candidates)
+            self.result.stages.append(record)
+        self._finish(module)
+
+    def _run_stage(self, user_space: Any, evaluator: Lightning, candidates: Dict[str, List[str]]) -> PDartsSearchModule:
+        stage = self._stage
+        assert stage is not None
+        space = user_space.recreate(num_cells=stage.num_cells, op_candidates=candidates)
+        built = {label: list(m.values) for label, m in space.simplify().items() if _EDGE.match(label)}
+        if built != candidates or getattr(space, 'num_cells', stage.num_cells) != stage.num_cells:
+            raise RuntimeError(f'{type(user_space).__name__}.recreate(num_cells={stage.num_cells}, op_candidates=...) '
+                               'did not build the requested depth / candidates per edge. ' + _SPACE_REQUIREMENT + '.')
+        supernet = self.mutate_model(space)
+        stage_evaluator = self.mutate_evaluator(self._fresh_evaluator(evaluator))
+        self._mutated_model_space = RawFormatModelSpace(supernet, stage_evaluator)
+        self._mutated_model_space.status = ModelStatus.Frozen
+        self.engine.submit_models(self._mutated_model_space)
+        if self._mutated_model_space.status != ModelStatus.Trained:
+            raise RuntimeError(f'P-DARTS stage {stage.index + 1} did not finish training '
+                               f'(status {self._mutated_model_space.status.value}).')
+        return self.oneshot_module  # type: ignore[return-value]
+
+    def _fresh_evaluator(self, evaluator: Lightning) -> Lightning:
+        """A new evaluator with the same settings: a fresh training module and Trainer (``max_epochs`` = a stage)."""
+        module = evaluator.module
+        module = type(module)(*module.trace_args, **module.trace_kwargs) if is_traceable(module) \
+            else copy.deepcopy(module)
+        trainer = evaluator.trainer
+        trainer = type(trainer)(*trainer.trace_args, **{**trainer.trace_kwargs, 'max_epochs': self.epochs_per_stage})
+        fit_kwargs = dict(evaluator.fit_kwargs or {})
+        if fit_kwargs.pop('ckpt_path', None) is not None:
+            _logger.warning('PDartsStrategy ignores the evaluator\'s ckpt_path: every stage trains a new supernet.')
+        if evaluator.datamodule is not None and self._datamodule_fns is not None:
+            # mutate_evaluator patches these methods; restore the user's before it wraps them again
+            evaluator.datamodule.train_dataloader, evaluator.datamodule.val_dataloader = self._datamodule_fns
+        return Lightning(module, trainer, train_dataloaders=evaluator.train_dataloaders,
+                         val_dataloaders=evaluator.val_dataloaders, datamodule=evaluator.datamodule,
+                         fit_kwargs=fit_kwargs)
+
+    def _record_stage(self, module: PDartsSearchModule, seconds: float) -> PDartsStageRecord:
+        stage = module.stage
+        weights, names = module.edge_weights()
+        arch = module.unrestricted_export()
+        try:
+            genotype: Optional[Genotype] = arch_to_genotype(arch)
+        except ValueError:
+            genotype = None
+        skips = None if genotype is None else count_skips(genotype, 'normal')
+        cells = getattr(self.supernet, 'cells', None)
+        record = PDartsStageRecord(
+            stage=stage.index + 1, num_cells=stage.num_cells, supernet_cells=len(cells) if cells is not None else None,
+            num_ops=stage.num_ops, skip_dropout=stage.skip_dropout, epochs=stage.epochs,
+            ops={label: list(n) for label, n in names.items()},  # as built in the trained supernet
+            probs={label: dict(zip(names[label], weights[label].tolist())) for label in names},
+            arch=arch, genotype=genotype, normal_skips=skips, seconds=seconds,
+            skip_dropout_schedule=list(module.skip_dropout_history))
+        _logger.info('P-DARTS stage %d/%d done in %.1f s (%d cells, %d ops per edge): genotype %s, %s skip-connects '
+                     'in the normal cell', record.stage, stage.num_stages, seconds, stage.num_cells, stage.num_ops,
+                     genotype, skips)
+        return record
+
+    def _finish(self, module: PDartsSearchModule) -> None:
+        arch = module.export()  # none excluded, M limit on the normal cell
+        self.result.arch = arch
+        self.result.genotype = arch_to_genotype(arch)
+        self.result.skip_genotypes = module.skip_count_genotypes()
+        for k, genotype in self.result.skip_genotypes:
+            _logger.info('P-DARTS genotype with %d skip-connect(s) in the normal cell: %s', k, genotype)
+        _logger.info('P-DARTS final genotype (at most %s skip-connects in the normal cell): %s', self.max_skip,
+                     self.result.genotype)
+
+    # --- results ------------------------------------------------------------------------------------------------------
+    def export_arch(self) -> Dict[str, Any]:
+        """The final arch dict (after the last stage); before that, the running stage's derivation."""
+        if self.result.arch is not None:
+            return dict(self.result.arch)
+        if self._mutated_model_space is None:
+            raise RuntimeError('PDartsStrategy needs to be run before exporting an architecture.')
+        _logger.warning('The P-DARTS search has not finished: exporting the architecture of stage %d.',
+                        self.oneshot_module.stage.index + 1)  # type: ignore[attr-defined]
+        return self.oneshot_module.export()
+
+    def list_models(self, sort: bool = True, limit: Optional[int] = 1) -> Iterator[RawFormatModelSpace]:
+        """The searched architecture on the user's (full-depth evaluation) space; only top-1 exists."""
+        if limit not in (None, 1):
+            _logger.warning('One-shot strategy currently only supports exporting top-1 model, got %d. It will be '
+                            'reset to 1.', limit)
+        yield self.model_space.freeze(self.export_arch())

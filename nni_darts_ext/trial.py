@@ -1,0 +1,324 @@
+"""One NNI trial = one whole one-shot search: ``python -m nni_darts_ext.trial [--strategy pcdarts] [search options]``.
+
+nnictl (NNI 3.0) only runs HPO experiments, so the YAML configs in ``examples/`` run the DARTS-family search *inside*
+a trial and let the tuner pick the strategy's hyper-parameters from the search space (``k``, ``arc_learning_rate``,
+``seed``, ...; see :data:`PARAM_ALIASES` for the accepted spellings). What a trial does:
+
+1. ``nni.get_next_parameter()`` first; the parameters override the command-line options. An unknown key or a bad
+   value fails the trial at once (exit code 2) with the reason in ``trial.log`` and ``trial.stderr``.
+2. The trial command channel and the parameter id are captured *before* the search: the search runs the strategy
+   through NNI's ``SequentialExecutionEngine``, which swaps the default channel while it trains, so a plain
+   ``nni.report_intermediate_result`` from inside the search would never reach the NNI manager.
+3. A Lightning callback sends the supernet validation accuracy of every epoch through the captured channel
+   (``{'default': val_acc, 'val_loss': ...}``), and the end of the search sends the final result
+   ``{'default': val_acc, 'genotype': str, 'params': int, 'normal_skip_connects': int}``.
+4. Every output (``arch.json``, ``genotype.txt``, ``summary.json``, TensorBoard logs, checkpoints) goes to
+   ``$NNI_OUTPUT_DIR``, the trial's own folder, never the code folder.
+
+Outside nnictl (no ``NNI_PLATFORM``) the same command is a plain search: parameters come from ``--params JSON``
+only, the results are logged instead of reported, and the outputs go to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import collections.abc
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+import typing
+import warnings
+from typing import Any, Dict, List, Mapping, Optional
+
+import pytorch_lightning as pl
+
+__all__ = ['TrialParameterError', 'PARAM_ALIASES', 'settings_from_params', 'NniReporter', 'build_parser', 'main']
+
+_logger = logging.getLogger('nni_darts_ext.trial')
+
+#: Other spellings accepted for search-space keys (besides the :class:`~nni_darts_ext.search.SearchSettings` fields).
+PARAM_ALIASES = {
+    'lr': 'learning_rate', 'lr_min': 'learning_rate_min', 'arc_lr': 'arc_learning_rate', 'pc_k': 'k', 'K': 'k',
+    'C': 'width', 'init_channels': 'width', 'layers': 'cells',
+}
+#: Settings a trial must not take from the tuner (the output folder is ``$NNI_OUTPUT_DIR``).
+FORBIDDEN_PARAMS = {'out': 'the output folder of a trial is $NNI_OUTPUT_DIR',
+                    'progress_bar': 'a trial never draws a progress bar'}
+
+
+class TrialParameterError(ValueError):
+    """A search-space parameter the trial cannot use (unknown key, wrong type)."""
+
+
+def _fields() -> Dict[str, Any]:
+    from .search import SearchSettings
+    return typing.get_type_hints(SearchSettings)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    bad = TrialParameterError(f'parameter {name!r}: {value!r} ({type(value).__name__}) is not a valid '
+                              f'{getattr(hint, "__name__", hint)}')
+    if origin in (collections.abc.Sequence, list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise TrialParameterError(f'parameter {name!r}: {value!r} is not a list')
+        return tuple(_coerce(name, v, args[0] if args else Any) for v in value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.lower() in ('true', 'false', '1', '0', 'yes', 'no'):
+            return value.lower() in ('true', '1', 'yes')
+        raise bad
+    if hint is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():  # quniform / randint give floats
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if hint is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    return value
+
+
+def settings_from_params(base: Any, params: Optional[Mapping[str, Any]]) -> Any:
+    """``base`` (a :class:`SearchSettings`) with the tuner's ``params`` merged in, validated.
+
+    Keys are the ``SearchSettings`` field names (``-`` and ``_`` are the same) or an alias of :data:`PARAM_ALIASES`.
+    Raises :class:`TrialParameterError` for unknown keys and bad values, and ``ValueError`` for settings that
+    :meth:`SearchSettings.resolved` rejects.
+    """
+    hints = _fields()
+    allowed = sorted(k for k in hints if k not in FORBIDDEN_PARAMS)
+    values = dataclasses.asdict(base)
+    seen: Dict[str, str] = {}
+    for raw_key, value in (params or {}).items():
+        key = str(raw_key)
+        key = PARAM_ALIASES.get(key, key).replace('-', '_')
+        key = PARAM_ALIASES.get(key, key)
+        if key in FORBIDDEN_PARAMS:
+            raise TrialParameterError(f'parameter {raw_key!r} cannot be set from the search space: '
+                                      f'{FORBIDDEN_PARAMS[key]}')
+        if key not in hints:
+            raise TrialParameterError(f'unknown search-space parameter {raw_key!r}; allowed: {", ".join(allowed)} '
+                                      f'(aliases: {", ".join(sorted(PARAM_ALIASES))})')
+        if key in seen:
+            raise TrialParameterError(f'parameters {seen[key]!r} and {raw_key!r} both set {key!r}')
+        seen[key] = str(raw_key)
+        values[key] = _coerce(str(raw_key), value, hints[key])
+    settings = type(base)(**values)
+    settings.resolved()  # invalid strategy / preset / epochs fail here, before any data is read
+    from .data import get_info
+    try:
+        get_info(settings.dataset)
+    except ValueError as err:
+        raise TrialParameterError(f'parameter dataset: {err}') from None
+    return settings
+
+
+class NniReporter(pl.Callback):
+    """Sends each epoch's supernet validation accuracy, and the final result, through a trial command channel.
+
+    ``channel`` and ``parameter_id`` must be taken before the search starts (see the module doc). Without an NNI
+    manager the channel is NNI's standalone one, which only logs the values.
+    """
+
+    def __init__(self, channel: Any, parameter_id: Optional[int], trial_job_id: Optional[str],
+                 metric: str = 'val_acc'):
+        super().__init__()
+        self.channel = channel
+        self.parameter_id = parameter_id
+        self.trial_job_id = trial_job_id
+        self.metric = metric
+        self.sequence = 0
+        self.reported: List[Dict[str, Any]] = []
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        acc = metrics.get(self.metric)
+        if acc is None:
+            _logger.warning('epoch %d: no %r in the logged metrics %s; nothing reported', trainer.current_epoch,
+                            self.metric, sorted(metrics))
+            return
+        value: Dict[str, Any] = {'default': float(acc)}
+        if metrics.get('val_loss') is not None:
+            value['val_loss'] = float(metrics['val_loss'])
+        self.send('PERIODICAL', value)
+
+    def send(self, kind: str, value: Dict[str, Any]) -> None:
+        sequence = self.sequence if kind == 'PERIODICAL' else 0
+        # send_metric serialises ``value`` itself (nni.dump): pass the raw dict.
+        self.channel.send_metric(type=kind, parameter_id=self.parameter_id, trial_job_id=self.trial_job_id,
+                                 sequence=sequence, value=value)
+        if kind == 'PERIODICAL':
+            self.sequence += 1
+        self.reported.append({'type': kind, 'sequence': sequence, 'value': value})
+        _logger.info('reported %s result #%d: %s', kind.lower(), sequence, value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .cli import _add_search_arguments
+    p = argparse.ArgumentParser(
+        prog='python -m nni_darts_ext.trial', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description='One NNI trial: a whole one-shot search. Under nnictl the tuner\'s parameters override these '
+                    'options and the outputs go to $NNI_OUTPUT_DIR.')
+    _add_search_arguments(p)
+    p.set_defaults(out='runs/trial', progress_bar=None)
+    p.add_argument('--progress-bar', dest='progress_bar', action='store_true',
+                   help='draw the Lightning progress bar (default: only outside nnictl)')
+    p.add_argument('--params', default=None,
+                   help='JSON dict of parameters merged like the tuner\'s (mainly for runs outside nnictl)')
+    p.add_argument('--threads', type=int, default=None,
+                   help='torch CPU threads (default: torch\'s; use cores / trialConcurrency)')
+    p.add_argument('-v', '--verbose', action='store_true')
+    return p
+
+
+def _manager_record(channel_url: Optional[str], trial_job_id: Optional[str], attempts: int = 5) -> Optional[dict]:
+    """The parameter record that the NNI manager lists for this trial (what the web UI shows), or None."""
+    import urllib.request
+    if not channel_url or not trial_job_id or '/env/' not in channel_url:
+        return None
+    url = f'{channel_url.rsplit("/env/", 1)[0]}/api/v1/nni/trial-jobs/{trial_job_id}'
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                job = json.loads(response.read().decode())
+            hyper = job.get('hyperParameters') or []
+            if len(hyper) == 1:
+                return json.loads(hyper[0])
+            if len(hyper) > 1:  # a multi-phase / resumed trial: leave it alone
+                return None
+        except (OSError, ValueError) as err:
+            _logger.debug('GET %s: %s', url, err)
+        time.sleep(1.0 + attempt)
+    _logger.warning('could not read the manager\'s record of trial %s from %s', trial_job_id, url)
+    return None
+
+
+def _use_recorded_parameters(received: dict, channel_url: Optional[str], trial_job_id: Optional[str]) -> dict:
+    """Work around NNI 3.0's local training service handing parameters out in *request* order.
+
+    With ``trialConcurrency`` > 1, the manager queues the tuner's parameter sets and gives the next one to whichever
+    trial asks first, while its trial table (the web UI, ``/trial-jobs``) lists the set that was submitted *with*
+    each trial (microsoft/nni#5726, #5693). Both are bijections of the same sets, so a trial that runs the set the
+    manager recorded for it (and reports under that set's parameter id) keeps the tuner, the web UI and the results
+    in agreement.
+    """
+    recorded = _manager_record(channel_url, trial_job_id)
+    if not recorded or 'parameters' not in recorded or 'parameter_id' not in recorded:
+        return received
+    if recorded.get('parameter_id') != received.get('parameter_id'):
+        _logger.warning('NNI handed this trial parameter set %s %s, but its trial record (the web UI) lists set %s '
+                        '%s; running the recorded set (microsoft/nni#5726)', received.get('parameter_id'),
+                        received.get('parameters'), recorded['parameter_id'], recorded['parameters'])
+        return recorded
+    return received
+
+
+def _fail(message: str, code: int, exc: Optional[BaseException] = None) -> int:
+    if exc is not None:
+        _logger.error('trial failed: %s', message, exc_info=exc)
+    else:
+        _logger.error('trial failed: %s', message)
+    print(f'trial failed: {message}', file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    under_nni = bool(os.environ.get('NNI_PLATFORM'))
+    if not under_nni:  # under NNI, ``import nni`` has already sent the root logger to trial.log
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format='[%(asctime)s] %(levelname)s %(name)s: %(message)s')
+    import nni
+    import nni.trial
+    from nni.runtime.trial_command_channel import get_default_trial_command_channel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)  # "Running trial code without runtime" outside nnictl
+        params = nni.get_next_parameter() or {}
+    # Captured before the search: SequentialExecutionEngine replaces the default channel (and nni.trial._params).
+    channel = get_default_trial_command_channel()
+    record = nni.trial._params
+    trial_job_id = os.environ.get('NNI_TRIAL_JOB_ID')
+    if under_nni and record:
+        record = _use_recorded_parameters(record, os.environ.get('NNI_TRIAL_COMMAND_CHANNEL'), trial_job_id)
+        nni.trial._params = record
+        params = record['parameters'] or {}
+    parameter_id = record['parameter_id'] if record else None
+    _logger.info('trial %s: parameter id %s, parameters %s', nni.get_trial_id(), parameter_id, params)
+
+    try:
+        from .search import SearchSettings, run_search
+        extra = json.loads(args.params) if args.params else {}
+        if not isinstance(extra, dict):
+            raise TrialParameterError(f'--params must be a JSON object, not {args.params!r}')
+        fields = SearchSettings.__dataclass_fields__
+        base = SearchSettings(**{k: v for k, v in vars(args).items() if k in fields})
+        base.progress_bar = (not under_nni) if args.progress_bar is None else args.progress_bar
+        settings = settings_from_params(base, {**extra, **params})
+        if under_nni:
+            out_dir = os.environ.get('NNI_OUTPUT_DIR')
+            if not out_dir:
+                raise TrialParameterError('NNI_PLATFORM is set but NNI_OUTPUT_DIR is not')
+            settings.out = out_dir
+    except (TrialParameterError, ValueError, json.JSONDecodeError) as err:
+        return _fail(f'bad parameter: {err}', 2)
+
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    reporter = NniReporter(channel, parameter_id, trial_job_id)
+    try:
+        result = run_search(settings, callbacks=[reporter])
+    except KeyboardInterrupt:
+        return _fail('interrupted', 130)
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:  # bad settings, missing data, divergence
+        return _fail(str(err), 2, err)
+    except Exception as err:  # noqa: BLE001 -- any crash must end the trial as FAILED with its traceback
+        return _fail(f'{type(err).__name__}: {err}', 1, err)
+
+    summary = result.summary()
+    if result.val_acc is None:
+        return _fail('the search logged no validation accuracy; no final result', 1)
+    final = {'default': float(result.val_acc), 'genotype': summary['genotype'], 'params': int(summary['params']),
+             'normal_skip_connects': int(summary['normal_skip_connects'])}
+    reporter.send('FINAL', final)
+    print(result.headline())
+    print(f'outputs: {result.out.resolve()} (arch.json, genotype.txt, summary.json, logs/, checkpoints/)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

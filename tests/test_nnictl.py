@@ -1,0 +1,287 @@
+"""nnictl end to end: a real NNI 3.0 experiment whose trials run our one-shot search (issue #6).
+
+Each experiment runs in a temporary folder: ``experimentWorkingDirectory`` and ``$HOME`` (so nnictl's manifest
+``~/nni-experiments/.experiment`` too) point there; the experiment is stopped in a ``finally`` whatever happens.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NNICTL = Path(sys.executable).with_name('nnictl')
+EXAMPLES = ('darts', 'pdarts', 'pcdarts')
+# Seconds per epoch rather than minutes: 8x8 digits, 64 images, C=4, 3 cells, one weight/arch batch per epoch.
+TINY_ARGS = ('--preset tiny --subset 64 --width 4 --cells 3 --limit-train-batches 1 --threads 1')
+EPOCHS = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _get(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f'http://localhost:{port}/api/v1/nni/{path}', timeout=10) as response:
+        return json.loads(response.read().decode())
+
+
+def _config(tmp: Path, search_space: Dict[str, Any], args: str, trials: int, concurrency: int) -> Path:
+    """A tiny config built from examples/darts.yml (its tuner, training service), run in ``tmp``."""
+    config = yaml.safe_load((ROOT / 'examples' / 'darts.yml').read_text())
+    config.update(
+        experimentName=f'nni_darts_ext test {tmp.name}',
+        searchSpace={k: {'_type': 'choice', '_value': v} for k, v in search_space.items()},
+        # this interpreter, not .venv/bin/python: the test also runs where the venv lives elsewhere
+        trialCommand=f'{shlex.quote(sys.executable)} -m nni_darts_ext.trial --strategy darts {args}',
+        trialCodeDirectory=str(ROOT), trialConcurrency=concurrency, maxTrialNumber=trials,
+        maxExperimentDuration='10m', maxTrialDuration='5m',
+        experimentWorkingDirectory=str(tmp / 'experiments'))
+    path = tmp / 'config.yml'
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+class Experiment:
+    """One ``nnictl create`` on a free port, with ``$HOME`` (hence nnictl's manifest) and the experiment folder in
+    ``tmp``; :meth:`stop` stops it (and kills its manager if ``nnictl stop`` could not)."""
+
+    def __init__(self, tmp: Path, config: Path):
+        self.tmp, self.config = tmp, config
+        self.home = tmp / 'home'
+        self.home.mkdir(exist_ok=True)
+        self.env = {**os.environ, 'HOME': str(self.home), 'PYTHONDONTWRITEBYTECODE': '1', 'PYTHONWARNINGS': 'ignore'}
+        for key in [k for k in self.env if k.startswith('NNI_') and k != 'NNI_DARTS_EXT_DATA']:
+            self.env.pop(key)
+        mpl_cache = Path.home() / '.cache' / 'matplotlib'  # the real one: no font-cache rebuild per trial
+        if mpl_cache.is_dir():
+            self.env.setdefault('MPLCONFIGDIR', str(mpl_cache))
+        self.port = _free_port()
+        self.id: Optional[str] = None
+        self._create: Optional[subprocess.Popen] = None
+
+    def launch(self) -> None:
+        self._create = subprocess.Popen([str(NNICTL), 'create', '--config', str(self.config), '--port',
+                                         str(self.port)], env=self.env, cwd=str(self.tmp), stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
+
+    def wait_started(self) -> None:
+        try:
+            out, _ = self._create.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            self._create.kill()
+            out, _ = self._create.communicate()
+        found = re.search(r'Experiment ID: \S*?([a-z0-9]{8})', out)
+        self.id = found.group(1) if found else None
+        assert self._create.returncode == 0 and self.id, f'nnictl create failed:\n{out}'
+
+    def get(self, path: str) -> Any:
+        return _get(self.port, path)
+
+    def stop(self) -> None:
+        if self._create is not None and self._create.poll() is None:
+            self._create.kill()
+            self._create.communicate()
+        args = [str(NNICTL), 'stop', self.id] if self.id else [str(NNICTL), 'stop', '--all']
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=60)
+        # belt and braces: a manager nnictl could not stop is killed through the pid in the manifest
+        manifest = self.home / 'nni-experiments' / '.experiment'
+        with contextlib.suppress(OSError, ValueError):
+            for exp in json.loads(manifest.read_text()).values():
+                if exp.get('pid') and exp.get('port') == self.port and _answers(self.port):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(exp['pid'], 9)
+        with contextlib.suppress(OSError):
+            manifest.unlink()
+
+
+def _answers(port: int) -> bool:
+    with contextlib.suppress(OSError, ValueError):
+        _get(port, 'check-status')
+        return True
+    return False
+
+
+@pytest.fixture(scope='module')
+def experiments(tmp_path_factory):
+    """Both experiments of this module, started at once (they overlap; the second is a single failing trial)."""
+    good_tmp, bad_tmp = tmp_path_factory.mktemp('nnictl_good'), tmp_path_factory.mktemp('nnictl_bad')
+    good = Experiment(good_tmp, _config(good_tmp, {'seed': [0, 1], 'arc_learning_rate': [0.0003],
+                                                   'epochs': [EPOCHS]}, TINY_ARGS, trials=2, concurrency=2))
+    bad = Experiment(bad_tmp, _config(bad_tmp, {'pc_k': [4], 'no_such_knob': [1]}, TINY_ARGS, trials=1,
+                                      concurrency=1))
+    stray = _stray_outputs()
+    with contextlib.ExitStack() as stack:
+        for exp in (good, bad):
+            stack.callback(exp.stop)
+            exp.launch()
+        for exp in (good, bad):
+            exp.wait_started()
+        yield {'good': good, 'bad': bad, 'stray_before': stray}
+    for exp in (good, bad):  # stopped: nothing answers on their ports any more
+        assert not _answers(exp.port), f'experiment {exp.id} still running on port {exp.port}'
+
+
+def _wait_done(port: int, timeout: float) -> str:
+    deadline = time.time() + timeout
+    status = None
+    while time.time() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            status = _get(port, 'check-status')
+            if status['status'] in ('DONE', 'ERROR', 'STOPPED'):
+                return status['status']
+        time.sleep(2)
+    trials = _get(port, 'trial-jobs')
+    pytest.fail(f'experiment not DONE after {timeout:.0f} s: {status}; trials {trials}')
+
+
+def _trial_dir(trial: Dict[str, Any]) -> Path:
+    return Path(trial['logPath'].replace('file://localhost:', ''))
+
+
+def _metrics(port: int) -> List[Dict[str, Any]]:
+    rows = _get(port, 'metric-data')
+    for row in rows:
+        value = json.loads(row['data'])
+        row['value'] = json.loads(value) if isinstance(value, str) else value
+    return rows
+
+
+# What a trial that wrote into its code folder (cwd = trialCodeDirectory = the repository) would leave there.
+_STRAY = ('lightning_logs', 'runs/trial', 'logs', 'checkpoints', 'arch.json', 'genotype.txt', 'summary.json',
+          'trial.log', 'nni-experiments')
+
+
+def _stray_outputs() -> set:
+    return {name for name in _STRAY if (ROOT / name).exists()}
+
+
+@pytest.mark.slow
+def test_nnictl_experiment_runs_searches_as_trials(experiments):
+    from nni_darts_ext import DartsCellSpace, load_arch
+    from nni_darts_ext.data import get_info
+
+    exp = experiments['good']
+    assert _wait_done(exp.port, 150) == 'DONE'
+    trials = exp.get('trial-jobs')
+    metrics = _metrics(exp.port)
+    assert len(trials) == 2, trials
+    info = get_info('digits')
+    for trial in trials:
+        folder = _trial_dir(trial)
+        log = (folder / 'trial.log').read_text() if (folder / 'trial.log').exists() else ''
+        assert trial['status'] == 'SUCCEEDED', f'{trial}\n{log[-3000:]}'
+        assert folder.is_relative_to(exp.tmp / 'experiments'), folder
+        mine = [m for m in metrics if m['trialJobId'] == trial['trialJobId']]
+        periodic = sorted((m for m in mine if m['type'] == 'PERIODICAL'), key=lambda m: m['sequence'])
+        final = [m for m in mine if m['type'] == 'FINAL']
+        assert [m['sequence'] for m in periodic] == list(range(EPOCHS)), mine
+        assert all(0.0 <= m['value']['default'] <= 1.0 for m in periodic), periodic
+        assert len(final) == 1, mine
+        result = final[0]['value']
+        assert set(result) == {'default', 'genotype', 'params', 'normal_skip_connects'}, result
+        assert result['genotype'].startswith('Genotype(normal=[(') and result['params'] > 0
+        # the trial ran (and reported under) the parameter set that the web UI lists for it
+        listed = json.loads(trial['hyperParameters'][0])
+        assert {int(m['parameterId']) for m in mine} == {listed['parameter_id']}, (listed, mine)
+        summary = json.loads((folder / 'summary.json').read_text())
+        assert summary['settings']['seed'] == listed['parameters']['seed']
+        assert summary['settings']['out'] == str(folder)
+        assert summary['genotype'] == result['genotype']
+        assert (folder / 'genotype.txt').read_text().strip() == result['genotype']
+        assert list((folder / 'logs').rglob('events.out.tfevents.*')), 'no TensorBoard events'
+        assert list((folder / 'checkpoints').glob('*.ckpt')), 'no checkpoint'
+        arch = load_arch(folder / 'arch.json')
+        space = DartsCellSpace(width=4, num_cells=3, in_channels=info.in_channels, image_size=info.image_size,
+                               num_classes=info.num_classes)
+        model = space.freeze(arch)
+        assert model(torch.zeros(2, info.in_channels, info.image_size, info.image_size)).shape == (2, 10)
+        assert sum(p.numel() for p in model.parameters()) == result['params']
+    assert {json.loads(t['hyperParameters'][0])['parameters']['seed'] for t in trials} == {0, 1}
+    assert _stray_outputs() == experiments['stray_before'], 'a trial wrote into the repository'
+
+
+@pytest.mark.slow
+def test_nnictl_bad_parameter_fails_the_trial_with_its_reason(experiments):
+    exp = experiments['bad']
+    assert _wait_done(exp.port, 120) == 'DONE'
+    (trial,) = exp.get('trial-jobs')
+    assert trial['status'] == 'FAILED', trial
+    assert (trial['endTime'] - trial['startTime']) / 1000 < 90, trial  # fails at once (imports aside)
+    folder = _trial_dir(trial)
+    message = "bad parameter: unknown search-space parameter 'no_such_knob'"
+    assert message in (folder / 'trial.log').read_text()
+    assert message in (folder / 'trial.stderr').read_text()
+    assert not [m for m in _metrics(exp.port) if m['trialJobId'] == trial['trialJobId']]
+    assert not (folder / 'arch.json').exists()
+
+
+# --- fast checks (no nnictl) ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('name', EXAMPLES)
+def test_example_configs_are_valid_nnictl_configs(name):
+    from nni.experiment.config import ExperimentConfig
+    from nni_darts_ext.search import SearchSettings
+    from nni_darts_ext.trial import build_parser, settings_from_params
+
+    path = ROOT / 'examples' / f'{name}.yml'
+    config = ExperimentConfig.load(str(path))
+    raw = yaml.safe_load(path.read_text())
+    assert raw['trialCodeDirectory'] == '..' and (path.parent / config.trial_code_directory).resolve() == ROOT
+    command = shlex.split(raw['trialCommand'])
+    assert command[:3] == ['.venv/bin/python', '-m', 'nni_darts_ext.trial'], command
+    args = build_parser().parse_args(command[3:])
+    assert args.strategy == name and args.dataset == 'fashion-mnist' and args.preset == 'cpu'
+    fields = SearchSettings.__dataclass_fields__
+    base = SearchSettings(**{k: v for k, v in vars(args).items() if k in fields})
+    space = raw['searchSpace']
+    assert space and all(spec['_type'] == 'choice' for spec in space.values())
+    for key, spec in space.items():  # every value of every key is a setting the trial accepts
+        for value in spec['_value']:
+            settings_from_params(base, {key: value})
+    assert raw['tuner']['name'] in ('GridSearch', 'Random', 'TPE')
+    assert config.trial_concurrency >= 1 and config.max_trial_number >= 1
+
+
+def test_settings_from_params_merges_and_validates():
+    from nni_darts_ext.search import SearchSettings
+    from nni_darts_ext.trial import settings_from_params
+
+    base = SearchSettings(strategy='pcdarts', preset='tiny')
+    s = settings_from_params(base, {'pc_k': 2.0, 'arc_lr': '6e-4', 'seed': 3, 'stage-cells': [2, 3, 4],
+                                    'learning_rate': 0.05, 'dataset': 'digits'})
+    assert (s.k, s.arc_learning_rate, s.seed, s.stage_cells, s.learning_rate) == (2, 6e-4, 3, (2, 3, 4), 0.05)
+    assert isinstance(s.k, int)
+    for params, message in (({'no_such_knob': 1}, 'unknown search-space parameter'),
+                            ({'k': 2.5}, "parameter 'k'"), ({'seed': True}, "parameter 'seed'"),
+                            ({'out': '/tmp'}, 'NNI_OUTPUT_DIR'), ({'k': 2, 'pc_k': 4}, 'both set'),
+                            ({'dataset': 'imagenet'}, 'dataset'), ({'strategy': 'enas'}, 'strategy'),
+                            ({'epochs': 0}, 'epochs')):
+        with pytest.raises(ValueError, match=message):
+            settings_from_params(base, params)
+
+
+def test_trial_outside_nnictl_fails_fast_on_a_bad_parameter(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith('NNI_')}
+    proc = subprocess.run([sys.executable, '-m', 'nni_darts_ext.trial', '--preset', 'tiny', '--out',
+                           str(tmp_path / 'out'), '--params', '{"warmup_epochs": 5}'], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert 'trial failed: bad parameter: warmup_epochs=5' in proc.stderr
+    assert not (tmp_path / 'out').exists()
