@@ -17,8 +17,10 @@ peak - baseline: the forward activations kept for backward, the gradients and te
 Where ``clear_refs`` cannot be written, ``ru_maxrss`` is used (then the peak includes anything before training).
 
 Time: wall time of each ``training_step`` (``on_train_batch_start`` -> ``on_train_batch_end``); the median of
-steps 2..N is reported (step 1 warms the allocator up). Both configurations use the same number of threads
-(``--threads``, default all cores) and the same memory format; both formats are measured.
+steps 2..N is reported (step 1 warms the allocator up). The process CPU time of the same steps is reported too:
+on a machine shared with other jobs it measures the work done, whereas wall time also counts the time the
+process waited for a core (the load average at the end of each run is printed). Both configurations use the same
+number of threads (``--threads``, default all cores) and the same memory format; both formats are measured.
 
 Targets (issue #4): memory ratio PC/DARTS <= 0.35; time ratio <= 0.65 in ``channels_last``.
 
@@ -86,6 +88,7 @@ def child(strategy_name: str, memory_format: str, steps: int, k: int, threads: i
     class Probe(pl.Callback):
         def __init__(self):
             self.times: List[float] = []
+            self.cpu_times: List[float] = []
             self.baseline = self.peak = 0
             self.reset_ok = False
 
@@ -96,10 +99,11 @@ def child(strategy_name: str, memory_format: str, steps: int, k: int, threads: i
             self.baseline = _status()['VmRSS']
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            self._t = time.perf_counter()
+            self._t, self._c = time.perf_counter(), time.process_time()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.times.append(time.perf_counter() - self._t)
+            self.cpu_times.append(time.process_time() - self._c)
 
         def on_train_end(self, trainer, pl_module):
             self.peak = (_status()['VmHWM'] if self.reset_ok
@@ -117,8 +121,10 @@ def child(strategy_name: str, memory_format: str, steps: int, k: int, threads: i
     assert len(probe.times) == steps, probe.times
     return {'strategy': strategy_name, 'memory_format': memory_format, 'k': k if strategy_name == 'pcdarts' else None,
             'baseline_rss': probe.baseline, 'peak_rss': probe.peak, 'activation_bytes': probe.peak - probe.baseline,
-            'peak_reset': probe.reset_ok, 'step_times': probe.times,
-            'step_time': statistics.median(probe.times[1:] or probe.times), 'threads': threads}
+            'peak_reset': probe.reset_ok, 'step_times': probe.times, 'step_cpu_times': probe.cpu_times,
+            'step_time': statistics.median(probe.times[1:] or probe.times),
+            'step_cpu_time': statistics.median(probe.cpu_times[1:] or probe.cpu_times), 'threads': threads,
+            'loadavg_at_end': os.getloadavg()[0]}
 
 
 def run_config(strategy_name: str, memory_format: str, args) -> dict:
@@ -162,13 +168,15 @@ def main(argv=None) -> int:
             row[strategy_name] = r
             print(f'  {memory_format:13s} {strategy_name:8s} activation {r["activation_bytes"] / 2**30:6.2f} GiB '
                   f'(peak RSS {r["peak_rss"] / 2**30:.2f}, baseline {r["baseline_rss"] / 2**30:.2f}'
-                  f'{"" if r["peak_reset"] else ", ru_maxrss"}), step {r["step_time"]:.2f} s '
-                  f'(steps {", ".join(f"{t:.2f}" for t in r["step_times"])})', flush=True)
+                  f'{"" if r["peak_reset"] else ", ru_maxrss"}), step {r["step_time"]:.2f} s wall '
+                  f'(steps {", ".join(f"{t:.2f}" for t in r["step_times"])}), {r["step_cpu_time"]:.2f} s CPU; '
+                  f'load average {r["loadavg_at_end"]:.1f}', flush=True)
         mem = row['pcdarts']['activation_bytes'] / row['darts']['activation_bytes']
         tim = row['pcdarts']['step_time'] / row['darts']['step_time']
+        cpu = row['pcdarts']['step_cpu_time'] / row['darts']['step_cpu_time']
         print(f'  {memory_format:13s} PC-DARTS(K={args.k}) / DARTS: memory ratio {mem:.3f} (target <= 0.35), '
-              f'step-time ratio {tim:.3f}' + (' (target <= 0.65)' if memory_format == 'channels_last' else ''),
-              flush=True)
+              f'step-time ratio {tim:.3f} wall, {cpu:.3f} CPU'
+              + (' (target <= 0.65)' if memory_format == 'channels_last' else ''), flush=True)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(results, f, indent=2)

@@ -4,6 +4,7 @@ from .space.genotype import (DARTS_V1, DARTS_V2, PC_DARTS_CIFAR, PDARTS, Genotyp
 from .space.network import DartsCellSpace
 from .space.ops import OPS
 from .strategies.darts import DartsStrategy
+from .strategies.pdarts import PDartsStrategy
 
 __all__ = ['DartsCellSpace', 'Genotype', 'genotype_to_arch', 'arch_to_genotype', 'OPS', 'DARTS_V1', 'DARTS_V2',
-           'PDARTS', 'PC_DARTS_CIFAR', 'load_arch', 'save_arch', 'DartsStrategy']
+           'PDARTS', 'PC_DARTS_CIFAR', 'load_arch', 'save_arch', 'DartsStrategy', 'PDartsStrategy']

@@ -6,7 +6,8 @@
 * ``beta/{cell}/node{j}/inputs/{i}``: softmax(β_j)_i of every edge (scalars; PC-DARTS edge normalisation only);
 * ``alpha/{cell}``: a heat map image per cell type (rows: edges, columns: ops; boxes: the derived genotype),
 
-and at the end of the fit ``alpha_final/{cell}`` (and, with ``out_dir``, ``alpha_{cell}.png`` files).
+and at the end of the fit ``alpha_final/{cell}`` (and, with ``out_dir``, ``alpha_{cell}.png`` files). Scalars are
+logged at the global step (aligned with the loss curves), images at the epoch.
 The genotype of every epoch is logged as text by ``DartsSearchModule.log_architecture``; NNI's ``prob/...``
 scalars every ``log_prob_every_n_step`` steps stay as they are.
 """
@@ -72,7 +73,10 @@ class ArchitectureLogger(pl.Callback):
         probs = export_probs(pl_module)
         if not probs:
             return
-        pl_module.log_dict(prob_scalars(probs), on_step=False, on_epoch=True)
+        if trainer.is_global_zero:  # one call per logger (hundreds of self.log calls cost seconds per epoch)
+            scalars = prob_scalars(probs)
+            for logger in trainer.loggers:
+                logger.log_metrics(scalars, step=trainer.global_step)
         every = self.image_every_n_epochs
         if every and (trainer.current_epoch + 1) % every == 0:
             self._log_images(trainer, self._render(pl_module, probs, f'epoch {trainer.current_epoch}'), 'alpha')

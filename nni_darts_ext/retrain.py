@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import DatasetInfo, get_info
+from .data import DatasetInfo, SeededRandomSampler, get_info
 from .space.genotype import (Genotype, arch_to_genotype, genotype_from_name, genotype_to_arch, load_arch, save_arch,
                              validate_arch)
 from .space.network import DartsCellSpace
@@ -67,7 +67,7 @@ class RetrainConfig:
     limit_train_batches: Optional[int] = None
     val_every_n_epochs: int = 1      # train.py evaluates on the test set every epoch; 0: only at the end
     seed: int = 0
-    channels_last: bool = True       # faster convolutions on CPU
+    channels_last: Optional[bool] = None  # None: on CPU only (faster convolutions there; 10 % slower on an H200)
     num_workers: int = 0
 
     def __post_init__(self):
@@ -89,9 +89,10 @@ class RetrainConfig:
 PRESETS: Dict[str, Dict[str, Any]] = {
     # The DARTS evaluation recipe (1.5 GPU-days on CIFAR-10).
     'reference': {},
-    # Minutes on 2 CPU cores (Fashion-MNIST 28x28): 8 cells of C=16, 6,000 training images, 3 epochs, no cutout
-    # (16 px is tuned for 600 CIFAR epochs), auxiliary head and the drop-path ramp kept; full test set at the end.
-    'small': dict(width=16, cells=8, epochs=3, batch_size=64, subset=6000, cutout=0, val_every_n_epochs=0),
+    # Minutes on 2 CPU cores (Fashion-MNIST 28x28): 5 cells of C=8 (the search's cpu preset size; 5 M mult-adds),
+    # 6,000 training images, 5 epochs, no cutout (16 px is tuned for 600 CIFAR epochs), auxiliary head and the
+    # drop-path ramp kept; the full test set at the end.
+    'small': dict(width=8, cells=5, epochs=5, batch_size=64, subset=6000, cutout=0, val_every_n_epochs=0),
     # Seconds: smoke runs and tests.
     'tiny': dict(width=8, cells=3, epochs=1, batch_size=32, subset=256, cutout=0, val_every_n_epochs=0),
 }
@@ -166,13 +167,15 @@ class RetrainModule(pl.LightningModule):
     drop-path ramp ``drop_path_prob * epoch / epochs`` at each training epoch start (DARTS ``train.py``)."""
 
     def __init__(self, model: DartsCellSpace, config: RetrainConfig = RetrainConfig(),
-                 arch: Optional[Mapping[str, Any]] = None):
+                 arch: Optional[Mapping[str, Any]] = None, dataset: Optional[str] = None):
         super().__init__()
         self.model = model
         self.config = config
-        self.save_hyperparameters({'config': dataclasses.asdict(config), 'arch': dict(arch) if arch else None})
+        self.save_hyperparameters({'config': dataclasses.asdict(config), 'arch': dict(arch) if arch else None,
+                                   'dataset': dataset})
         self.elapsed_before = 0.0  # training seconds of earlier runs (restored from the checkpoint)
         self._fit_started = None
+        self._channels_last = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -213,12 +216,14 @@ class RetrainModule(pl.LightningModule):
 
     def on_fit_start(self):
         self._fit_started = time.time()
-        if self.config.channels_last:
+        auto = self.device.type == 'cpu'
+        self._channels_last = auto if self.config.channels_last is None else self.config.channels_last
+        if self._channels_last:
             self.model.to(memory_format=torch.channels_last)
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         x, y = batch
-        if self.config.channels_last and x.dim() == 4:
+        if self._channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
 
@@ -292,17 +297,34 @@ class RetrainResult:
                 + (f'; pictures {pictures}' if pictures else ''))
 
 
-def _resume_point(out: Path, arch: Dict[str, Any], resume: bool) -> Tuple[Optional[Path], Optional[int]]:
-    """``(out/checkpoints/last.ckpt, the epoch it resumes at)`` or ``(None, None)``; refuses another arch's file."""
+# Settings that may change between a run and its resumption (everything else must match the checkpoint).
+_RESUME_FREE = ('num_workers', 'val_every_n_epochs', 'channels_last')
+
+
+def _resume_point(out: Path, arch: Dict[str, Any], dataset: str, config: RetrainConfig
+                  ) -> Tuple[Optional[Path], Optional[int]]:
+    """``(out/checkpoints/last.ckpt, the epoch it resumes at)``, or ``(None, None)`` when there is none.
+
+    Refuses a checkpoint of another arch, dataset or recipe: the schedule (cosine T_max, drop-path ramp) and the
+    weights' shapes come from them.
+    """
     last = out / 'checkpoints' / 'last.ckpt'
-    if not resume or not last.is_file():
+    if not last.is_file():
         return None, None
-    checkpoint = torch.load(last, map_location='cpu', weights_only=False)
-    saved = checkpoint.get('hyper_parameters', {}).get('arch')
-    if saved is not None and saved != arch:
-        raise ValueError(f'{last} was trained for a different architecture; pass another --out, or --no-resume '
-                         '(resume=False) to start over in this folder.')
-    return last, int(checkpoint.get('epoch', -1)) + 1
+    saved = torch.load(last, map_location='cpu', weights_only=False)
+    hparams = saved.get('hyper_parameters', {})
+    remedy = 'pass another out folder, or resume=False (--no-resume) to start over in this one.'
+    if hparams.get('arch') is not None and hparams['arch'] != arch:
+        raise ValueError(f'{last} was trained for a different architecture; {remedy}')
+    if hparams.get('dataset') not in (None, dataset):
+        raise ValueError(f'{last} was trained on {hparams["dataset"]!r}, not {dataset!r}; {remedy}')
+    current = dataclasses.asdict(config)
+    changed = {k: (v, current.get(k)) for k, v in hparams.get('config', {}).items()
+               if k not in _RESUME_FREE and current.get(k) != v}
+    if changed:
+        listed = ', '.join(f'{k}={old!r} (now {new!r})' for k, (old, new) in changed.items())
+        raise ValueError(f'{last} was trained with {listed}; resume with the same settings, or {remedy}')
+    return last, int(saved.get('epoch', -1)) + 1
 
 
 def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist', out: Union[str, Path] = 'runs/retrain',
@@ -360,13 +382,17 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
             files.update(plot_genotype(genotype, out))
         except PlotError as err:
             _logger.warning('No cell pictures: %s', err)
-    ckpt_path, resumed_from = _resume_point(out, arch, resume)
-    module = RetrainModule(model, config, arch)
-    trainer = _trainer(config, out, callbacks, progress_bar)
+    ckpt_path, resumed_from = _resume_point(out, arch, info.name, config) if resume else (None, None)
+    sampler = getattr(train_loader, 'sampler', None)
+    if resumed_from and isinstance(sampler, SeededRandomSampler):
+        sampler.epoch = resumed_from  # the shuffling continues where it stopped instead of replaying epoch 0
+    module = RetrainModule(model, config, arch, info.name)
+    batches = len(train_loader) if hasattr(train_loader, '__len__') else 10
+    trainer = _trainer(config, out, callbacks, progress_bar, min(batches, config.limit_train_batches or batches))
     start = time.time()
     _logger.info('retrain %s on %s: %s%s', source, info.name, config, f' (resuming {ckpt_path})' if ckpt_path else '')
-    fit_kwargs = dict(val_dataloaders=test_loader) if config.val_every_n_epochs else {}
-    trainer.fit(module, train_dataloaders=train_loader, ckpt_path=str(ckpt_path) if ckpt_path else None, **fit_kwargs)
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=test_loader,
+                ckpt_path=str(ckpt_path) if ckpt_path else None)
     epochs_done, global_step = trainer.current_epoch, trainer.global_step
     metrics = trainer.test(module, dataloaders=test_loader, verbose=False)[0]
     result = RetrainResult(
@@ -385,7 +411,8 @@ def _float(value: Any) -> Optional[float]:
     return None if value is None else float(value)
 
 
-def _trainer(config: RetrainConfig, out: Path, callbacks: Sequence[pl.Callback], progress_bar: bool) -> pl.Trainer:
+def _trainer(config: RetrainConfig, out: Path, callbacks: Sequence[pl.Callback], progress_bar: bool,
+             batches_per_epoch: int) -> pl.Trainer:
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import TensorBoardLogger
 
@@ -396,8 +423,11 @@ def _trainer(config: RetrainConfig, out: Path, callbacks: Sequence[pl.Callback],
         max_epochs=config.epochs, gradient_clip_val=config.gradient_clip_val, gradient_clip_algorithm='norm',
         logger=TensorBoardLogger(save_dir=str(out), name='logs', version=''), default_root_dir=str(out),
         callbacks=[checkpoint, LearningRateMonitor(logging_interval='epoch'), *callbacks],
-        enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=10,
+        enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(10, batches_per_epoch)),
         check_val_every_n_epoch=max(1, config.val_every_n_epochs))
+    if not config.val_every_n_epochs:
+        kwargs['limit_val_batches'] = 0  # evaluate once, on the test set after training
     if config.limit_train_batches:
         kwargs['limit_train_batches'] = config.limit_train_batches
     return pl.Trainer(**kwargs)
@@ -442,7 +472,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--seed', type=int, default=None)
     p.add_argument('--num-workers', type=int, default=None)
     p.add_argument('--contiguous', dest='channels_last', action='store_false', default=None,
-                   help='do not use the channels_last memory format')
+                   help='do not use the channels_last memory format (default: channels_last on CPU only)')
     p.add_argument('--no-resume', dest='resume', action='store_false', help='ignore an existing last.ckpt')
     p.add_argument('--no-plots', dest='plots', action='store_false', help='do not draw the cells')
     p.add_argument('--data-dir', default=None)

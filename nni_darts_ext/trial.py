@@ -265,6 +265,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     import nni.trial
     from nni.runtime.trial_command_channel import get_default_trial_command_channel
 
+    from .search import SearchSettings, run_search  # the slow imports first: a bad parameter then fails at once
+
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)  # "Running trial code without runtime" outside nnictl
         params = nni.get_next_parameter() or {}
@@ -280,7 +282,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     _logger.info('trial %s: parameter id %s, parameters %s', nni.get_trial_id(), parameter_id, params)
 
     try:
-        from .search import SearchSettings, run_search
         extra = json.loads(args.params) if args.params else {}
         if not isinstance(extra, dict):
             raise TrialParameterError(f'--params must be a JSON object, not {args.params!r}')

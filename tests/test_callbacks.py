@@ -84,7 +84,7 @@ class _FakeSearchModule(pl.LightningModule):
 
 def test_beta_scalars_and_heatmap_files(tmp_path):
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
-    callback = ArchitectureLogger(out_dir=tmp_path / 'pictures')
+    callback = ArchitectureLogger(image_every_n_epochs=2, out_dir=tmp_path / 'pictures')
     trainer = pl.Trainer(max_epochs=2, logger=TensorBoardLogger(str(tmp_path), name='logs', version=''),
                          callbacks=[callback], enable_progress_bar=False, enable_checkpointing=False,
                          enable_model_summary=False, log_every_n_steps=1)
@@ -94,7 +94,8 @@ def test_beta_scalars_and_heatmap_files(tmp_path):
     assert events.Scalars('beta/normal/node2/inputs/1')[-1].value == pytest.approx(torch.softmax(
         torch.tensor([0.0, 1.0]), 0)[1].item(), rel=1e-5)
     assert len([t for t in events.Tags()['scalars'] if t.startswith('beta/')]) == 2 * (2 + 3 + 4 + 5)
-    assert [e.step for e in events.Images('alpha/normal')] == [0, 1]
+    assert [e.step for e in events.Images('alpha/normal')] == [1]  # every second epoch
+    assert [e.step for e in events.Images('alpha_final/reduce')] == [2]
     assert set(callback.files) == {'alpha_normal', 'alpha_reduce'}
     assert all(Path(p).read_bytes()[:8] == PNG_MAGIC for p in callback.files.values())
 

@@ -19,6 +19,15 @@ TRAINER = dict(enable_progress_bar=False, logger=False, enable_checkpointing=Fal
                num_sanity_val_steps=0)
 
 
+def run_experiment(space, evaluator, strategy):
+    exp = NasExperiment(space, evaluator, strategy)
+    try:
+        exp.run()
+        return exp.export_top_models(formatter='dict')[0]
+    finally:
+        exp.stop()
+
+
 def tiny_space():
     return DartsCellSpace(width=8, num_cells=3, in_channels=1, image_size=8, num_classes=10)
 
@@ -41,9 +50,7 @@ def train_a_step(model, channels=1, size=8):
 def test_nas_experiment_search_exports_and_freezes(order):
     space = tiny_space()
     strategy = DartsStrategy(order=order)
-    exp = NasExperiment(space, tiny_evaluator(), strategy)
-    exp.run()
-    arch = exp.export_top_models(formatter='dict')[0]
+    arch = run_experiment(space, tiny_evaluator(), strategy)
     assert set(arch) == set(tiny_space().simplify())
     genotype = arch_to_genotype(arch)
     assert len(genotype.normal) == 8 and all(op != 'none' for op, _ in genotype.normal + genotype.reduce)
@@ -60,9 +67,7 @@ def test_nas_experiment_search_exports_and_freezes(order):
 
 def test_nni_builtin_darts_on_our_space():
     space = tiny_space()
-    exp = NasExperiment(space, tiny_evaluator(), DARTS())
-    exp.run()
-    arch = exp.export_top_models(formatter='dict')[0]
+    arch = run_experiment(space, tiny_evaluator(), DARTS())
     train_a_step(tiny_space().freeze(arch))
 
 
@@ -144,9 +149,7 @@ def test_custom_non_cell_space(order):
     evaluator = Classification(num_classes=10, train_dataloaders=train, val_dataloaders=val, max_epochs=1,
                                limit_train_batches=2, limit_val_batches=1, **TRAINER)
     space = CustomSpace()
-    exp = NasExperiment(space, evaluator, DartsStrategy(order=order))
-    exp.run()
-    arch = exp.export_top_models(formatter='dict')[0]
+    arch = run_experiment(space, evaluator, DartsStrategy(order=order))
     assert arch['conv'] in ('conv3', 'conv5', 'pool') and arch['act'] in (0, 1) and len(arch['pick']) == 1
     train_a_step(CustomSpace().freeze(arch))
 
@@ -176,9 +179,7 @@ def test_user_lightning_module_second_order():
     module = UserModule()
     evaluator = Lightning(module, Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, **TRAINER),
                           train_dataloaders=train, val_dataloaders=val)
-    exp = NasExperiment(tiny_space(), evaluator, DartsStrategy(order=2))
-    exp.run()
-    arch = exp.export_top_models(formatter='dict')[0]
+    arch = run_experiment(tiny_space(), evaluator, DartsStrategy(order=2))
     arch_to_genotype(arch)
     assert module.seen == 2 * 5  # per batch: 4 passes for the unrolled alpha step + 1 weight step
 

@@ -28,6 +28,14 @@ EXAMPLES = ('darts', 'pdarts', 'pcdarts')
 # Seconds per epoch rather than minutes: 8x8 digits, 64 images, C=4, 3 cells, one weight/arch batch per epoch.
 TINY_ARGS = ('--preset tiny --subset 64 --width 4 --cells 3 --limit-train-batches 1 --threads 1')
 EPOCHS = 2
+# NNI gives its manager ~4 s and its tuner process 10 s to start; on a loaded machine they may not make it. When we
+# may (root), nnictl and so the manager and tuner run at a raised priority, and the trials drop back to the usual.
+BOOST = 10 if hasattr(os, 'geteuid') and os.geteuid() == 0 else 0
+
+
+def _boost() -> None:
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) - BOOST)
 
 
 def _free_port() -> int:
@@ -48,7 +56,8 @@ def _config(tmp: Path, search_space: Dict[str, Any], args: str, trials: int, con
         experimentName=f'nni_darts_ext test {tmp.name}',
         searchSpace={k: {'_type': 'choice', '_value': v} for k, v in search_space.items()},
         # this interpreter, not .venv/bin/python: the test also runs where the venv lives elsewhere
-        trialCommand=f'{shlex.quote(sys.executable)} -m nni_darts_ext.trial --strategy darts {args}',
+        trialCommand=(f'nice -n {BOOST} ' if BOOST else '')
+        + f'{shlex.quote(sys.executable)} -m nni_darts_ext.trial --strategy darts {args}',
         trialCodeDirectory=str(ROOT), trialConcurrency=concurrency, maxTrialNumber=trials,
         maxExperimentDuration='10m', maxTrialDuration='5m',
         experimentWorkingDirectory=str(tmp / 'experiments'))
@@ -75,12 +84,27 @@ class Experiment:
         self.id: Optional[str] = None
         self._create: Optional[subprocess.Popen] = None
 
-    def launch(self) -> None:
-        self._create = subprocess.Popen([str(NNICTL), 'create', '--config', str(self.config), '--port',
-                                         str(self.port)], env=self.env, cwd=str(self.tmp), stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
+    def start(self, attempts: int = 4) -> None:
+        """``nnictl create``, then wait for the first trial. On a loaded machine NNI's start-up timeouts can fire:
+        the manager not answering within nnictl's ~4 s ("Create experiment failed ... Connection refused"), or the
+        tuner process not connecting within the manager's 10 s (status ERROR, "Tuner did not connect"). Both are
+        retried on a new port after stopping what was started."""
+        problem = ''
+        for _ in range(attempts):
+            problem = self._create_once() or self._wait_first_trial()
+            if not problem:
+                return
+            if 'Create experiment failed' not in problem and 'Tuner did not connect' not in problem:
+                break
+            self.stop()
+            self.id, self.port = None, _free_port()
+        pytest.fail(problem)
 
-    def wait_started(self) -> None:
+    def _create_once(self) -> str:
+        self._create = subprocess.Popen([str(NNICTL), 'create', '--config', str(self.config), '--port',
+                                         str(self.port)], env=self.env, cwd=str(self.tmp),
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        preexec_fn=_boost if BOOST else None)
         try:
             out, _ = self._create.communicate(timeout=120)
         except subprocess.TimeoutExpired:
@@ -88,7 +112,20 @@ class Experiment:
             out, _ = self._create.communicate()
         found = re.search(r'Experiment ID: \S*?([a-z0-9]{8})', out)
         self.id = found.group(1) if found else None
-        assert self._create.returncode == 0 and self.id, f'nnictl create failed:\n{out}'
+        return '' if self._create.returncode == 0 and self.id else f'nnictl create failed:\n{out}'
+
+    def _wait_first_trial(self, timeout: float = 60) -> str:
+        deadline = time.time() + timeout
+        status: Any = None
+        while time.time() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                status = self.get('check-status')
+                if status['status'] == 'ERROR':
+                    return f'experiment {self.id} in ERROR: {status}'
+                if self.get('trial-jobs'):
+                    return ''
+            time.sleep(1)
+        return f'experiment {self.id}: no trial after {timeout} s ({status})'
 
     def get(self, path: str) -> Any:
         return _get(self.port, path)
@@ -128,11 +165,9 @@ def experiments(tmp_path_factory):
                                       concurrency=1))
     stray = _stray_outputs()
     with contextlib.ExitStack() as stack:
-        for exp in (good, bad):
+        for exp in (good, bad):  # one after the other: two managers starting at once are slower to answer
             stack.callback(exp.stop)
-            exp.launch()
-        for exp in (good, bad):
-            exp.wait_started()
+            exp.start()
         yield {'good': good, 'bad': bad, 'stray_before': stray}
     for exp in (good, bad):  # stopped: nothing answers on their ports any more
         assert not _answers(exp.port), f'experiment {exp.id} still running on port {exp.port}'
@@ -149,6 +184,12 @@ def _wait_done(port: int, timeout: float) -> str:
         time.sleep(2)
     trials = _get(port, 'trial-jobs')
     pytest.fail(f'experiment not DONE after {timeout:.0f} s: {status}; trials {trials}')
+
+
+def _log_time(log: str, text: str) -> float:
+    import datetime
+    line = next(line for line in log.splitlines() if text in line)
+    return datetime.datetime.strptime(line[1:20], '%Y-%m-%d %H:%M:%S').timestamp()
 
 
 def _trial_dir(trial: Dict[str, Any]) -> Path:
@@ -223,10 +264,14 @@ def test_nnictl_bad_parameter_fails_the_trial_with_its_reason(experiments):
     assert _wait_done(exp.port, 120) == 'DONE'
     (trial,) = exp.get('trial-jobs')
     assert trial['status'] == 'FAILED', trial
-    assert (trial['endTime'] - trial['startTime']) / 1000 < 90, trial  # fails at once (imports aside)
+    assert (trial['endTime'] - trial['startTime']) / 1000 < 240, trial
     folder = _trial_dir(trial)
+    log = (folder / 'trial.log').read_text()
     message = "bad parameter: unknown search-space parameter 'no_such_knob'"
-    assert message in (folder / 'trial.log').read_text()
+    assert message in log
+    # it fails as soon as it has its parameters (the imports before that take what the machine's load makes them)
+    stamps = {key: _log_time(log, key) for key in ('trial failed', 'parameter id')}
+    assert stamps['trial failed'] - stamps['parameter id'] < 10, log
     assert message in (folder / 'trial.stderr').read_text()
     assert not [m for m in _metrics(exp.port) if m['trialJobId'] == trial['trialJobId']]
     assert not (folder / 'arch.json').exists()

@@ -1,8 +1,5 @@
 """PcDartsStrategy: partial-channel mixed op, edge normalisation, product-rule export, errors, search, CLI."""
 import json
-import shutil
-import subprocess
-import sys
 
 import pytest
 import pytorch_lightning as pl
@@ -14,7 +11,7 @@ from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace
 
 from nni_darts_ext import DartsCellSpace, arch_to_genotype
 from nni_darts_ext.evaluator import DartsWeightModule, search_evaluator
-from nni_darts_ext.oneshot.mixed import DartsMixedInput, DartsMixedLayer, EdgeNormalizedInput
+from nni_darts_ext.oneshot.mixed import DartsMixedLayer, EdgeNormalizedInput
 from nni_darts_ext.oneshot.partial_channel import (PartialChannelError, PartialChannelMixedLayer, channel_shuffle,
                                                    check_partial_channel_space)
 from nni_darts_ext.space.ops import DARTS_OPS, NONE_OP, build_op
@@ -77,11 +74,11 @@ def test_k1_equals_darts_mixed_op(stride):
 
 def test_edge_normalized_node_is_beta_weighted_sum():
     with frozen_context():
-        choice = InputChoice(n_candidates=3, n_chosen=2, reduction='sum', label='n/node4/inputs')
-    choice.edge_labels = ['n/node4/edge0', 'n/node4/edge1', 'n/node4/edge2']
+        choice = InputChoice(n_candidates=3, n_chosen=2, reduction='sum', label='node4_inputs')
+    choice.edge_labels = ['edge0', 'edge1', 'edge2']
     choice.edge_candidates = [list(DARTS_OPS)] * 3
     memo = {label: nn.Parameter(torch.randn(8)) for label in choice.edge_labels}
-    beta = memo['n/node4/inputs'] = nn.Parameter(torch.randn(3))
+    beta = memo['node4_inputs'] = nn.Parameter(torch.randn(3))
     with frozen_context():
         node = EdgeNormalizedInput.mutate(choice, 'inputs', memo, {})
     assert isinstance(node, EdgeNormalizedInput) and list(node.arch_parameters()) == [beta]
@@ -166,6 +163,7 @@ def test_export_uses_the_product_rule_not_alpha_alone():
     module = _search_module(strategy, strategy.mutate_model(space))
     params = strategy._arch_parameters  # label -> the shared α / β tensor
     names = list(DARTS_OPS)
+    assert names[0] == NONE_OP
     torch.manual_seed(1)
     with torch.no_grad():
         for p in params.values():
@@ -180,12 +178,13 @@ def test_export_uses_the_product_rule_not_alpha_alone():
         set_edge('normal/node3/edge1', 'dil_conv_5x5', 2.0)
         set_edge('normal/node3/edge2', 'max_pool_3x3', 1.0)
         params['normal/node3/inputs'].copy_(torch.tensor([-3.0, 0.0, 2.0]))
-        params['normal/node3/edge2'][names.index(NONE_OP)] = 9.0  # `none` is never exported nor scores an edge
+        params['normal/node5/edge1'][names.index(NONE_OP)] = 9.0  # `none` never scores an edge nor is exported
     arch = module.export()
     assert set(arch) == set(tiny_space().simplify())
     assert arch['normal/node3/inputs'] == [1, 2]
     assert (arch['normal/node3/edge1'], arch['normal/node3/edge2']) == ('dil_conv_5x5', 'max_pool_3x3')
     assert arch['normal/node3/edge0'] == NONE_OP  # unused edge
+    assert all(op != NONE_OP for op, _ in arch_to_genotype(arch).normal)
     # every node: the independent product rule softmax(β)_i · max_{o != none} softmax(α_i)_o
     for label, value in arch.items():
         if not label.endswith('/inputs'):
@@ -201,19 +200,9 @@ def test_export_uses_the_product_rule_not_alpha_alone():
         chosen = sorted(sorted(range(len(scores)), key=lambda i: -scores[i])[:2])
         assert value == chosen, label
         assert all(arch[f'{prefix}edge{i}'] == best[i] for i in chosen)
-    # DARTS' rule (α alone) on the same α picks another node 3
-    darts_arch = _search_module(DartsStrategy(), _with_alphas(DartsStrategy(), tiny_space(), params)).export()
-    assert darts_arch['normal/node3/inputs'] == [0, 1]
-    assert space.freeze(arch) is not None
-
-
-def _with_alphas(strategy, space, params):
-    supernet = strategy.mutate_model(space)
-    with torch.no_grad():
-        for label, p in strategy._arch_parameters.items():
-            p.copy_(params[label])
-    assert any(isinstance(m, DartsMixedInput) for m in supernet.modules())
-    return supernet
+    # α alone (DARTS' rule: strongest non-none op weight, no β) would pick edges 0 and 1 of node 3
+    alone = [float(torch.softmax(params[f'normal/node3/edge{i}'], -1)[1:].max()) for i in range(3)]
+    assert sorted(sorted(range(3), key=lambda i: -alone[i])[:2]) == [0, 1]
 
 
 # --- spaces it cannot apply to ----------------------------------------------------------------------------------
@@ -241,6 +230,35 @@ def test_clear_error_for_a_non_registry_layer_choice():
             PartialChannelMixedLayer.mutate(CustomSpace().block, 'block', {'custom_block': torch.zeros(2)}, {})
 
 
+class RegistryEdgeSpace(ModelSpace):
+    """Not a DartsCellSpace: one edge of registry ops with the ``edge_spec`` metadata."""
+
+    def __init__(self, width=8):
+        super().__init__()
+        self.stem = nn.Conv2d(1, width, 3, padding=1)
+        self.edge = LayerChoice({n: build_op(n, width, 1, search=True) for n in ('sep_conv_3x3', 'dil_conv_3x3')},
+                                label='edge')
+        self.edge.edge_spec = {'channels': width, 'stride': 1}
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x):
+        return self.head(self.edge(self.stem(x)).mean((2, 3)))
+
+
+def test_other_space_with_registry_edges_exports_full_width_instance():
+    space = RegistryEdgeSpace()
+    exp = NasExperiment(space, tiny_evaluator(limit_train_batches=1, limit_val_batches=0),
+                        PcDartsStrategy(k=4, warmup_epochs=0))
+    exp.run()
+    assert isinstance(space.edge, PartialChannelMixedLayer)
+    arch = exp.export_top_models(formatter='dict')[0]
+    model = exp.export_top_models(formatter='instance')[0]  # rebuilt from the arguments, not the supernet's C/K op
+    assert not isinstance(model.edge, PartialChannelMixedLayer)
+    assert all(c.in_channels == 8 for c in model.edge.modules() if isinstance(c, nn.Conv2d))
+    assert type(model.edge) is type(build_op(arch['edge'], 8, 1, search=True))
+    train_a_step(model)
+
+
 def test_clear_error_when_channels_are_not_divisible_by_k():
     with pytest.raises(PartialChannelError, match=r"'normal/node2/edge0'.*C=6 channels are not divisible by k=4"):
         PcDartsStrategy(k=4).mutate_model(tiny_space(width=6))
@@ -253,34 +271,8 @@ def test_clear_error_when_channels_are_not_divisible_by_k():
 
 # --- search through NNI -----------------------------------------------------------------------------------------
 def tiny_evaluator(**kwargs):
-    return search_evaluator('digits', batch_size=32, subset=192, max_epochs=1, limit_train_batches=2,
-                            limit_val_batches=1, **{**TRAINER, **kwargs})
-
-
-def test_nas_experiment_search_exports_a_full_width_arch():
-    space = tiny_space()
-    strategy = PcDartsStrategy(k=4, warmup_epochs=0)
-    snapshots = _ArchSnapshots()
-    exp = NasExperiment(space, tiny_evaluator(callbacks=[snapshots]), strategy)
-    exp.run()
-    supernet_layers = [m for m in space.modules() if isinstance(m, PartialChannelMixedLayer)]
-    assert supernet_layers and all(m.k == 4 for m in supernet_layers)
-    assert all(isinstance(m, EdgeNormalizedInput) for m in space.modules() if isinstance(m, InputChoice))
-    params = strategy.search_module.arch_parameters()
-    assert len(params) == 28 + 8  # α of 14 normal + 14 reduce edges, β of 4 + 4 nodes
-    assert all(not torch.equal(a, b) for a, b in zip(*snapshots.snapshots))  # α and β trained
-    arch = exp.export_top_models(formatter='dict')[0]
-    assert set(arch) == set(tiny_space().simplify())
-    genotype = arch_to_genotype(arch)
-    assert all(op != NONE_OP for op, _ in genotype.normal + genotype.reduce)
-    model = space.freeze(arch)
-    convs = [m for m in model.cells[0].nodes.modules() if isinstance(m, nn.Conv2d)]
-    assert not any(isinstance(m, PartialChannelMixedLayer) for m in model.modules())
-    assert all(c.out_channels == 8 for c in convs)  # full width C=8, not C/K=2
-    train_a_step(model)
-    instance = exp.export_top_models(formatter='instance')[0]
-    assert not any(isinstance(m, PartialChannelMixedLayer) for m in instance.modules())
-    assert strategy.search_module.genotype_history
+    kwargs = {**dict(max_epochs=1, limit_train_batches=2, limit_val_batches=1), **TRAINER, **kwargs}
+    return search_evaluator('digits', batch_size=32, subset=192, **kwargs)
 
 
 class _ArchSnapshots(pl.Callback):
@@ -299,16 +291,32 @@ class _ArchSnapshots(pl.Callback):
         self._take(pl_module)
 
 
-def test_warmup_freezes_alpha_and_beta_then_second_order_trains_them():
-    snapshots = _ArchSnapshots()
+def test_nas_experiment_search_warmup_second_order_exports_a_full_width_arch():
+    # 2 epochs of 1 step: a weight-only warm-up epoch, then one second-order step of α and β
     space = tiny_space()
     strategy = PcDartsStrategy(k=4, order=2, warmup_epochs=1)
-    NasExperiment(space, tiny_evaluator(max_epochs=2, limit_train_batches=1, callbacks=[snapshots]), strategy).run()
+    snapshots = _ArchSnapshots()
+    exp = NasExperiment(space, tiny_evaluator(max_epochs=2, limit_train_batches=1, callbacks=[snapshots]), strategy)
+    exp.run()
+    supernet_layers = [m for m in space.modules() if isinstance(m, PartialChannelMixedLayer)]
+    assert supernet_layers and all(m.k == 4 for m in supernet_layers)
+    assert all(isinstance(m, EdgeNormalizedInput) for m in space.modules() if isinstance(m, InputChoice))
     start, after_warmup, end = snapshots.snapshots
-    assert len(start) == 28 + 8
-    assert all(torch.equal(a, b) for a, b in zip(start, after_warmup))  # weight-only epoch: α, β frozen
-    assert all(not torch.equal(a, b) for a, b in zip(after_warmup, end))  # every α and β (β: 8 node tensors)
-    train_a_step(space.freeze(strategy.search_module.export()))
+    assert len(start) == 28 + 8  # α of 14 normal + 14 reduce edges, β of 4 + 4 nodes
+    assert all(torch.equal(a, b) for a, b in zip(start, after_warmup))  # weight-only epoch: α and β frozen
+    assert all(not torch.equal(a, b) for a, b in zip(after_warmup, end))  # then every α and β is trained
+    arch = exp.export_top_models(formatter='dict')[0]
+    assert arch == strategy.search_module.export() and set(arch) == set(tiny_space().simplify())
+    genotype = arch_to_genotype(arch)
+    assert all(op != NONE_OP for op, _ in genotype.normal + genotype.reduce)
+    model = space.freeze(arch)
+    assert not any(isinstance(m, PartialChannelMixedLayer) for m in model.modules())
+    convs = [m for m in model.cells[0].nodes.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.out_channels == 8 for c in convs)  # full width C=8, not C/K=2
+    train_a_step(model)
+    instance = exp.export_top_models(formatter='instance')[0]
+    assert not any(isinstance(m, PartialChannelMixedLayer) for m in instance.modules())
+    assert [h['epoch'] for h in strategy.search_module.genotype_history] == [0, 1]
 
 
 def test_defaults_and_warmup_scaling():
@@ -318,6 +326,19 @@ def test_defaults_and_warmup_scaling():
     assert strategy.config.arc_betas == (0.5, 0.999) and strategy.config.gradient_clip_val == 5.0
     assert isinstance(strategy, DartsStrategy)
     assert [scaled_warmup_epochs(e) for e in (1, 2, 3, 10, 50, 100)] == [0, 1, 1, 3, 15, 30]
+
+
+def test_cli_search(tmp_path):
+    from nni_darts_ext.cli import main
+    out = tmp_path / 'run'
+    assert main(['search', '--strategy', 'pcdarts', '--k', '4', '--dataset', 'digits', '--subset', '256',
+                 '--epochs', '1', '--cells', '3', '--width', '8', '--batch-size', '64', '--limit-train-batches', '1',
+                 '--out', str(out), '--no-progress-bar']) == 0
+    arch = json.loads((out / 'arch.json').read_text())
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['strategy'] == 'pcdarts' and summary['settings']['k'] == 4 and summary['genotype']
+    assert set(arch) == set(tiny_space().simplify())
+    train_a_step(tiny_space().freeze(arch))
 
 
 def test_import_path():

@@ -61,12 +61,15 @@ def test_retrain_searched_arch_on_fake_cifar(tmp_path, tmp_path_factory):
     arch, genotype, source = resolve_arch(search.out / 'arch.json')
     assert arch == search.arch and genotype == search.genotype
     result = retrain(search.out / 'arch.json', 'cifar10', tmp_path, train_loader=_fake_cifar(64, 0),
-                     test_loader=_fake_cifar(32, 1000), **{**FAST, 'plots': True})
+                     test_loader=_fake_cifar(32, 1000), **{**FAST, 'plots': True, 'val_every_n_epochs': 1})
     assert 0.0 <= result.test_acc <= 1.0 and result.params > 0 and result.global_step == 2
     assert result.genotype == search.genotype
     model = build_model(search.arch, get_info('cifar10'), result.config)
     assert model.stem[0].in_channels == 3 and result.params == count_parameters(model)
     assert (tmp_path / 'cell_normal.png').is_file() and str(tmp_path / 'cell_normal.png') in result.headline()
+    events = EventAccumulator(str(tmp_path / 'logs'), size_guidance={'scalars': 0})
+    events.Reload()
+    assert len(events.Scalars('val_acc')) == 1  # the test-set curve, once per epoch as DARTS' train.py does
 
 
 def test_reference_model_matches_published_size():
@@ -121,14 +124,15 @@ class _StopAfterFirstEpoch(pl.Callback):
 
 
 class _Recorder(pl.Callback):
-    """Epoch, learning rate and drop-path probability seen by every training batch."""
+    """Epoch, learning rate and drop-path probability seen by every training batch, and its labels."""
 
     def __init__(self):
-        self.batches = []
+        self.batches, self.labels = [], []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         lr = trainer.optimizers[0].param_groups[0]['lr']
         self.batches.append((trainer.current_epoch, lr, pl_module.model.drop_path_prob))
+        self.labels.append(batch[1].tolist())
 
 
 def test_resume_trains_only_the_remaining_epochs(tmp_path):
@@ -153,9 +157,15 @@ def test_resume_trains_only_the_remaining_epochs(tmp_path):
     assert resumed.train_seconds_total >= stopped.train_seconds_total
     summary = json.loads((tmp_path / 'summary.json').read_text())
     assert summary['completed'] and summary['epochs_done'] == 3
+    # the resumed run sees the batches an uninterrupted run sees (the shuffling does not restart at epoch 0)
+    uninterrupted = _Recorder()
+    retrain(DARTS_V1, 'digits', tmp_path / 'straight', callbacks=[uninterrupted], **recipe)
+    assert first.labels + second.labels == uninterrupted.labels
 
     with pytest.raises(ValueError, match='different architecture'):
         retrain(DARTS_V2, 'digits', tmp_path, **recipe)
+    with pytest.raises(ValueError, match=r'epochs=3 \(now 5\)'):
+        retrain(DARTS_V1, 'digits', tmp_path, **{**recipe, 'epochs': 5})
 
 
 def test_bad_settings_fail_early(tmp_path):

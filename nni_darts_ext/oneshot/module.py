@@ -16,7 +16,7 @@ import torch.nn as nn
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 
 from ..space.genotype import arch_to_genotype, count_skips
-from .bilevel import unrolled_hypergradient
+from .bilevel import first_order_hypergradient, unrolled_hypergradient
 
 __all__ = ['DartsSearchConfig', 'DartsSearchModule']
 
@@ -144,7 +144,8 @@ class DartsSearchModule(DartsLightningModule):
         self.resample()
         arc_optim.zero_grad()
         if self.config.order == 1:
-            self.manual_backward(self._loss(val_batch, 2 * batch_idx))
+            # gradients w.r.t. alpha only: the weight-gradient convolutions of this pass would be wasted work
+            grads = first_order_hypergradient(alphas, lambda: self._loss(val_batch, 2 * batch_idx))
         else:
             w_optim = self.weight_optimizer()
             group = w_optim.param_groups[0]
@@ -158,8 +159,8 @@ class DartsSearchModule(DartsLightningModule):
                 momentum_buffers=[w_optim.state.get(p, {}).get('momentum_buffer') for p in weights],
                 weight_decay=group.get('weight_decay', 0.0) or 0.0,
                 hvp=self.config.hvp, r=self.config.fd_radius)
-            for alpha, grad in zip(alphas, grads):
-                alpha.grad = grad
+        for alpha, grad in zip(alphas, grads):
+            alpha.grad = grad
         if self.config.arc_gradient_clip_val:
             nn.utils.clip_grad_norm_(alphas, self.config.arc_gradient_clip_val)
         arc_optim.step()
@@ -167,8 +168,15 @@ class DartsSearchModule(DartsLightningModule):
     def weight_step(self, trn_batch: Any, batch_idx: int) -> Any:
         """One step of the evaluator's weight optimiser on the training batch (gradient norm clipped)."""
         self.resample()
-        output = self.training_module.training_step(trn_batch, 2 * batch_idx + 1)
-        self.advance_optimization(_loss_of(output), batch_idx, self.gradient_clip_val)
+        alphas = [p for p in self.arch_parameters() if p.requires_grad]
+        for alpha in alphas:  # alpha's gradient is not used by the weight step: do not compute it
+            alpha.requires_grad_(False)
+        try:
+            output = self.training_module.training_step(trn_batch, 2 * batch_idx + 1)
+            self.advance_optimization(_loss_of(output), batch_idx, self.gradient_clip_val)
+        finally:
+            for alpha in alphas:
+                alpha.requires_grad_(True)
         return output
 
     # --- validation: supernet accuracy and the genotype of every epoch --------------------------------------------

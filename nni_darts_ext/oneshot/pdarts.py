@@ -70,8 +70,8 @@ class SkipConnectDropout(nn.Module):
 
 
 class PDartsMixedLayer(DartsMixedLayer):
-    """DARTS mixed op whose stride-1 ``skip_connect`` candidates (:class:`~nni_darts_ext.space.ops.Identity`) are wrapped
-    in :class:`SkipConnectDropout` (the search supernet only; exported names are unchanged)."""
+    """DARTS mixed op whose stride-1 ``skip_connect`` candidates (:class:`~nni_darts_ext.space.ops.Identity`) are
+    wrapped in :class:`SkipConnectDropout` (the search supernet only; exported names are unchanged)."""
 
     @classmethod
     def mutate(cls, module, name, memo, mutate_kwargs):
@@ -244,6 +244,8 @@ class PDartsSearchModule(DartsSearchModule):
 
     def log_architecture(self) -> None:
         super().log_architecture()
+        if self.genotype_history:
+            self.genotype_history[-1].update(stage=self.stage.index + 1, num_cells=self.stage.num_cells)
         if self.stage.final and self.stage.max_skip is not None:
             try:
                 genotype = arch_to_genotype(self.unrestricted_export())

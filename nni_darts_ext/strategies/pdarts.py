@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import logging
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import torch
 from nni.common.serializer import is_traceable
 from nni.nas.evaluator.pytorch import Lightning
 from nni.nas.execution import SequentialExecutionEngine
@@ -170,6 +172,8 @@ class PDartsStrategy(DartsStrategy):
         self.result = PDartsResult(max_skip=max_skip)
         self._stage: Optional[PDartsStage] = None
         self._datamodule_fns: Optional[Tuple[Any, Any]] = None
+        self._genotype_history: List[Dict[str, Any]] = []  # every stage's per-epoch entries, shared by the modules
+        self._final_space: Any = None
 
     def extra_repr(self) -> str:
         return (f'cells={list(self.cells)}, num_ops={list(self.num_ops)}, skip_dropout={list(self.skip_dropout)}, '
@@ -184,7 +188,9 @@ class PDartsStrategy(DartsStrategy):
         if self._stage is None:
             raise RuntimeError('PDartsStrategy builds one search module per stage inside run(); there is no '
                                'single supernet to mutate before it.')
-        return PDartsSearchModule(training_module, self.config, self._stage)
+        module = PDartsSearchModule(training_module, self.config, self._stage)
+        module.genotype_history = self._genotype_history  # one history across the stages (entries carry 'stage')
+        return module
 
     @property
     def stage_history(self) -> List[PDartsStageRecord]:
@@ -207,6 +213,8 @@ class PDartsStrategy(DartsStrategy):
             self._datamodule_fns = (evaluator.datamodule.train_dataloader, evaluator.datamodule.val_dataloader)
         self.check_space(model_space.model_space)
         self.result = PDartsResult(max_skip=self.max_skip)
+        self._genotype_history = []
+        self._final_space = None
         return model_space
 
     def check_space(self, space: Any) -> Dict[str, List[str]]:
@@ -247,8 +255,23 @@ class PDartsStrategy(DartsStrategy):
                 record.kept_ops = candidates
                 _logger.info('P-DARTS stage %d: kept %d ops per edge for stage %d: %s', index + 1,
                              self.num_ops[index + 1], index + 2, candidates)
+                del module, weights, names
+                self._release(self._mutated_model_space)
             self.result.stages.append(record)
         self._finish(module)
+
+    @staticmethod
+    def _release(stage_space: Optional[RawFormatModelSpace]) -> None:
+        """Drop a finished stage's supernet, Trainer and optimiser state (the reference ``del``s its model between
+        stages): the engine keeps every submitted model, so a 17-cell stage would otherwise share the device with
+        the earlier supernets. Only the record of the stage is kept."""
+        if stage_space is None:
+            return
+        stage_space.model_space = None
+        stage_space.evaluator = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _run_stage(self, user_space: Any, evaluator: Lightning, candidates: Dict[str, List[str]]) -> PDartsSearchModule:
         stage = self._stage
@@ -317,7 +340,29 @@ class PDartsStrategy(DartsStrategy):
         _logger.info('P-DARTS final genotype (at most %s skip-connects in the normal cell): %s', self.max_skip,
                      self.result.genotype)
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """A P-DARTS search cannot be resumed mid-way (each stage builds a new supernet): it starts at stage 1."""
+        if state_dict.get('ckpt_path'):
+            _logger.warning('PDartsStrategy cannot resume from %s: the search starts again at stage 1.',
+                            state_dict['ckpt_path'])
+
     # --- results ------------------------------------------------------------------------------------------------------
+    @property
+    def final_space(self) -> Any:
+        """The user's space at the last stage's depth (its own candidates): the full-depth space of the search's
+        evaluation, on which the exported arch freezes (as on the user's space at its own depth)."""
+        if self._final_space is None:
+            space = self.model_space.model_space
+            self._final_space = space.recreate(num_cells=self.cells[-1])
+        return self._final_space
+
+    @property
+    def result_extra(self) -> Dict[str, Any]:
+        """JSON-friendly P-DARTS results for a search summary."""
+        result = self.result.to_dict()
+        return {'pdarts': {'stages': [{k: v for k, v in stage.items() if k != 'probs'} for stage in result['stages']],
+                           'max_skip': result['max_skip'], 'skip_genotypes': result['skip_genotypes']}}
+
     def export_arch(self) -> Dict[str, Any]:
         """The final arch dict (after the last stage); before that, the running stage's derivation."""
         if self.result.arch is not None:
