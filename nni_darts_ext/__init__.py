@@ -4,7 +4,8 @@ from .space.genotype import (DARTS_V1, DARTS_V2, PC_DARTS_CIFAR, PDARTS, Genotyp
 from .space.network import DartsCellSpace
 from .space.ops import OPS
 from .strategies.darts import DartsStrategy
+from .strategies.pcdarts import PcDartsStrategy
 from .strategies.pdarts import PDartsStrategy
 
 __all__ = ['DartsCellSpace', 'Genotype', 'genotype_to_arch', 'arch_to_genotype', 'OPS', 'DARTS_V1', 'DARTS_V2',
-           'PDARTS', 'PC_DARTS_CIFAR', 'load_arch', 'save_arch', 'DartsStrategy', 'PDartsStrategy']
+           'PDARTS', 'PC_DARTS_CIFAR', 'load_arch', 'save_arch', 'DartsStrategy', 'PDartsStrategy', 'PcDartsStrategy']

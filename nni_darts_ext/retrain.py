@@ -161,7 +161,7 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     return int(counter.get_total_flops())
 
 
-# --- Lightning ---------------------------------------------------------------------------------------------------------
+# --- Lightning --------------------------------------------------------------------------------------------------------
 class RetrainModule(pl.LightningModule):
     """Cross-entropy + ``auxiliary_weight`` x auxiliary cross-entropy (training only), SGD with cosine annealing, the
     drop-path ramp ``drop_path_prob * epoch / epochs`` at each training epoch start (DARTS ``train.py``)."""
@@ -251,7 +251,7 @@ class RetrainModule(pl.LightningModule):
         self.elapsed_before = float(checkpoint.get('retrain_elapsed_s', 0.0))
 
 
-# --- one call ------------------------------------------------------------------------------------------------------------
+# --- one call ---------------------------------------------------------------------------------------------------------
 @dataclass
 class RetrainResult:
     arch: Dict[str, Any]
@@ -327,8 +327,9 @@ def _resume_point(out: Path, arch: Dict[str, Any], dataset: str, config: Retrain
     return last, int(saved.get('epoch', -1)) + 1
 
 
-def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist', out: Union[str, Path] = 'runs/retrain',
-            *, preset: Optional[str] = None, config: Optional[RetrainConfig] = None, resume: bool = True,
+def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist',
+            out: Union[str, Path] = 'runs/retrain', *, preset: Optional[str] = None,
+            config: Optional[RetrainConfig] = None, resume: bool = True,
             train_loader: Any = None, test_loader: Any = None, callbacks: Sequence[pl.Callback] = (),
             data_dir: Optional[str] = None, progress_bar: bool = False, plots: bool = True,
             **overrides: Any) -> RetrainResult:
@@ -417,8 +418,9 @@ def _trainer(config: RetrainConfig, out: Path, callbacks: Sequence[pl.Callback],
     from pytorch_lightning.loggers import TensorBoardLogger
 
     # save_top_k=1 without a monitor keeps the newest epoch's file; last.ckpt is what a new call resumes from
-    checkpoint = ModelCheckpoint(dirpath=out / 'checkpoints', filename='epoch{epoch:03d}', auto_insert_metric_name=False,
-                                 save_last=True, every_n_epochs=1, save_on_train_epoch_end=True)
+    checkpoint = ModelCheckpoint(dirpath=out / 'checkpoints', filename='epoch{epoch:03d}',
+                                 auto_insert_metric_name=False, save_last=True, every_n_epochs=1,
+                                 save_on_train_epoch_end=True)
     kwargs: Dict[str, Any] = dict(
         max_epochs=config.epochs, gradient_clip_val=config.gradient_clip_val, gradient_clip_algorithm='norm',
         logger=TensorBoardLogger(save_dir=str(out), name='logs', version=''), default_root_dir=str(out),
@@ -439,7 +441,7 @@ def _write_json(path: Path, data: Dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-# --- CLI -----------------------------------------------------------------------------------------------------------------
+# --- CLI --------------------------------------------------------------------------------------------------------------
 _CLI_FIELDS = ('epochs', 'batch_size', 'width', 'cells', 'learning_rate', 'learning_rate_min', 'weight_decay',
                'gradient_clip_val', 'auxiliary_weight', 'drop_path_prob', 'cutout', 'subset', 'test_subset',
                'limit_train_batches', 'val_every_n_epochs', 'seed', 'num_workers')
@@ -476,12 +478,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--no-resume', dest='resume', action='store_false', help='ignore an existing last.ckpt')
     p.add_argument('--no-plots', dest='plots', action='store_false', help='do not draw the cells')
     p.add_argument('--data-dir', default=None)
+    p.add_argument('--threads', type=int, default=None,
+                   help='torch CPU threads (default: torch\'s choice; on a machine shared with other jobs, 1 can be '
+                        'several times faster than oversubscribed cores)')
     p.add_argument('--no-progress-bar', dest='progress_bar', action='store_false')
 
 
 def run(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in (*_CLI_FIELDS, 'augment', 'channels_last')
                  if getattr(args, k, None) is not None}
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result = retrain(args.arch or args.genotype, dataset=args.dataset, out=args.out, preset=args.preset,
                      resume=args.resume, data_dir=args.data_dir, progress_bar=args.progress_bar, plots=args.plots,
                      **overrides)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -97,7 +98,9 @@ class SearchSettings:
             elif values.get(key) is None:
                 values[key] = value
         if values['warmup_epochs'] is None:
-            values['warmup_epochs'] = int(round(values['epochs'] * WARMUP_FRACTION[self.strategy]))
+            # half-up rounding, and always at least one epoch that trains the architecture
+            scaled = math.floor(values['epochs'] * WARMUP_FRACTION[self.strategy] + 0.5)
+            values['warmup_epochs'] = max(0, min(scaled, values['epochs'] - 1))
         settings = SearchSettings(**values)
         if settings.strategy == 'pdarts':
             settings.cells = settings.stage_cells[-1]

@@ -121,7 +121,7 @@ def plot_genotype(genotype: Genotype, out_dir: Path | str, prefix: str = 'cell_'
     return files
 
 
-# --- α / β heat maps ----------------------------------------------------------------------------------------------------
+# --- α / β heat maps --------------------------------------------------------------------------------------------------
 def prob_matrix(probs: Mapping[str, Mapping[Any, float]], cell: str
                 ) -> Tuple[List[Tuple[int, int]], List[str], List[List[float]], Optional[List[float]]]:
     """Tabulate ``export_probs()`` for one cell type.
@@ -234,7 +234,7 @@ def save_heatmaps(probs: Mapping[str, Mapping[Any, float]], out_dir: Path | str,
     return files
 
 
-# --- CLI ----------------------------------------------------------------------------------------------------------------
+# --- CLI --------------------------------------------------------------------------------------------------------------
 def resolve_genotype(source: str) -> Genotype:
     """A genotype from a published name (``DARTS_V2``) or an arch / search-summary JSON file."""
     if source.upper().replace('-', '_') in (*PUBLISHED_GENOTYPES, 'DARTS') and not Path(source).is_file():

@@ -96,7 +96,7 @@ class Experiment:
                                   env=self.env, cwd=self.tmp, capture_output=True, text=True, timeout=180,
                                   preexec_fn=_boost if BOOST else None)
             out = proc.stdout + proc.stderr
-            found = re.search(r'Experiment ID: \S*?([a-z0-9]{8})', out)
+            found = re.search(r'Experiment ID: (\w+)', re.sub(r'\x1b\[[0-9;]*m', '', out))
             self.id = found.group(1) if found else None
             if proc.returncode == 0 and self.id and self._tuner_connected():
                 print(f'experiment {self.id}: http://localhost:{self.port}', flush=True)
@@ -132,6 +132,19 @@ class Experiment:
         args = [str(NNICTL), 'stop', self.id] if self.id else [str(NNICTL), 'stop', '--all']
         with contextlib.suppress(subprocess.TimeoutExpired):
             subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=60)
+        # a manager that still answers is killed through the pid nnictl recorded in its manifest
+        manifest = self.tmp / 'home' / 'nni-experiments' / '.experiment'
+        with contextlib.suppress(OSError, ValueError):
+            for exp in json.loads(manifest.read_text()).values():
+                if exp.get('pid') and exp.get('port') == self.port and self._answers():
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(exp['pid'], 9)
+
+    def _answers(self) -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            self.api('check-status')
+            return True
+        return False
 
 
 class Chromium:

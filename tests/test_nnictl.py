@@ -110,9 +110,12 @@ class Experiment:
         except subprocess.TimeoutExpired:
             self._create.kill()
             out, _ = self._create.communicate()
-        found = re.search(r'Experiment ID: \S*?([a-z0-9]{8})', out)
+        found = re.search(r'Experiment ID: (\w+)', re.sub(r'\x1b\[[0-9;]*m', '', out))
         self.id = found.group(1) if found else None
-        return '' if self._create.returncode == 0 and self.id else f'nnictl create failed:\n{out}'
+        if self._create.returncode == 0 and self.id:
+            assert (self.tmp / 'experiments' / self.id).is_dir(), (self.id, out)
+            return ''
+        return f'nnictl create failed:\n{out}'
 
     def _wait_first_trial(self, timeout: float = 60) -> str:
         deadline = time.time() + timeout
@@ -131,12 +134,25 @@ class Experiment:
         return _get(self.port, path)
 
     def stop(self) -> None:
-        if self._create is not None and self._create.poll() is None:
+        self.finish_stop(self.begin_stop())
+
+    def begin_stop(self) -> Optional[subprocess.Popen]:
+        if self._create is None:  # never launched
+            return None
+        if self._create.poll() is None:
             self._create.kill()
             self._create.communicate()
         args = [str(NNICTL), 'stop', self.id] if self.id else [str(NNICTL), 'stop', '--all']
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=60)
+        return subprocess.Popen(args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def finish_stop(self, proc: Optional[subprocess.Popen]) -> None:
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         # belt and braces: a manager nnictl could not stop is killed through the pid in the manifest
         manifest = self.home / 'nni-experiments' / '.experiment'
         with contextlib.suppress(OSError, ValueError):
@@ -146,6 +162,12 @@ class Experiment:
                         os.killpg(exp['pid'], 9)
         with contextlib.suppress(OSError):
             manifest.unlink()
+
+
+def _stop_all(experiments: List[Experiment]) -> None:
+    procs = [exp.begin_stop() for exp in experiments]  # side by side: each nnictl takes seconds to start
+    for exp, proc in zip(experiments, procs):
+        exp.finish_stop(proc)
 
 
 def _answers(port: int) -> bool:
@@ -164,11 +186,12 @@ def experiments(tmp_path_factory):
     bad = Experiment(bad_tmp, _config(bad_tmp, {'pc_k': [4], 'no_such_knob': [1]}, TINY_ARGS, trials=1,
                                       concurrency=1))
     stray = _stray_outputs()
-    with contextlib.ExitStack() as stack:
+    try:
         for exp in (good, bad):  # one after the other: two managers starting at once are slower to answer
-            stack.callback(exp.stop)
             exp.start()
         yield {'good': good, 'bad': bad, 'stray_before': stray}
+    finally:
+        _stop_all([good, bad])
     for exp in (good, bad):  # stopped: nothing answers on their ports any more
         assert not _answers(exp.port), f'experiment {exp.id} still running on port {exp.port}'
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from nni_darts_ext.cli import main
-from nni_darts_ext.space.genotype import DARTS_V1, DARTS_V2, PDARTS, edge_label, genotype_to_arch, inputs_label, save_arch
+from nni_darts_ext.space.genotype import (DARTS_V1, DARTS_V2, PDARTS, edge_label, genotype_to_arch, inputs_label,
+                                         save_arch)
 from nni_darts_ext.space.ops import DARTS_OPS
 from nni_darts_ext.viz import PlotError, cell_graph, plot_genotype, prob_matrix, resolve_genotype, save_heatmaps
 
