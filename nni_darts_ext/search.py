@@ -142,7 +142,8 @@ class SearchResult:
         acc = 'n/a' if self.val_acc is None else f'{self.val_acc:.4f}'
         return (f'{self.settings.strategy} (order {self.settings.order}) on {self.settings.dataset}: '
                 f'{self.settings.epochs} epochs in {self.seconds:.0f} s, supernet val acc {acc}, '
-                f'derived net {self.params / 1e3:.1f} k params; genotype {self.genotype}')
+                f'derived net {self.params / 1e3:.1f} k params; genotype {self.genotype}'
+                + (f"; pictures: {', '.join(self.extra['files'].values())}" if self.extra.get('files') else ''))
 
 
 def build_strategy(settings: SearchSettings):
