@@ -143,7 +143,7 @@ class SearchResult:
         return (f'{self.settings.strategy} (order {self.settings.order}) on {self.settings.dataset}: '
                 f'{self.settings.epochs} epochs in {self.seconds:.0f} s, supernet val acc {acc}, '
                 f'derived net {self.params / 1e3:.1f} k params; genotype {self.genotype}'
-                + (f"; pictures: {', '.join(self.extra['files'].values())}" if self.extra.get('files') else ''))
+                + (f"; pictures: {', '.join(map(str, self.extra['files'].values()))}" if self.extra.get('files') else ''))
 
 
 def build_strategy(settings: SearchSettings):
