@@ -39,7 +39,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # The papers' search settings (CIFAR-10 scale; a GPU job).
     'reference': dict(width=16, cells=8, epochs=50, subset=None, stage_cells=(5, 11, 17), stage_epochs=25),
     # Minutes on 2 CPU cores: C=8, 5 cells, a few thousand 28x28 images.
-    'cpu': dict(width=8, cells=5, epochs=3, subset=2000, batch_size=64, stage_cells=(3, 4, 5), stage_epochs=2),
+    'cpu': dict(width=8, cells=5, epochs=3, subset=1000, batch_size=64, stage_cells=(3, 4, 5), stage_epochs=2),
     # Seconds: for tests and smoke runs.
     'tiny': dict(dataset='digits', width=8, cells=3, epochs=1, subset=256, batch_size=32, stage_cells=(3, 4, 5),
                  stage_epochs=1),
