@@ -18,3 +18,23 @@ def _seed():
 def quiet_lightning():
     for name in ('pytorch_lightning', 'lightning', 'nni'):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@pytest.fixture(autouse=True)
+def _stop_nas_experiments(monkeypatch):
+    """Stop every NasExperiment a test creates (otherwise atexit stops them after pytest closed its log streams)."""
+    from nni.nas.experiment import NasExperiment
+    created = []
+    original_init = NasExperiment.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        created.append(self)
+
+    monkeypatch.setattr(NasExperiment, '__init__', init)
+    yield
+    for experiment in created:
+        try:
+            experiment.stop()
+        except Exception:  # already stopped, or never started
+            pass
