@@ -78,27 +78,16 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if isinstance(value, str) and value.lower() in ('true', 'false', '1', '0', 'yes', 'no'):
             return value.lower() in ('true', '1', 'yes')
         raise bad
-    if hint is int:
+    if hint in (int, float):
         if isinstance(value, bool):
             raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():  # quniform / randint give floats
-            return int(value)
-        if isinstance(value, str):
-            try:
+        if hint is int and isinstance(value, float):  # quniform / randint give floats
+            if value.is_integer():
                 return int(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if hint is float:
-        if isinstance(value, bool):
             raise bad
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+        if isinstance(value, (int, float, str)):
             try:
-                return float(value)
+                return hint(value)
             except ValueError:
                 raise bad from None
         raise bad
