@@ -14,9 +14,7 @@ from nni_darts_ext import DartsCellSpace, DartsStrategy, arch_to_genotype
 from nni_darts_ext.data import search_dataloaders
 from nni_darts_ext.evaluator import search_evaluator
 from nni_darts_ext.oneshot.mixed import DartsMixedInput, DartsMixedLayer
-
-TRAINER = dict(enable_progress_bar=False, logger=False, enable_checkpointing=False, enable_model_summary=False,
-               num_sanity_val_steps=0)
+from _helpers import TRAINER, tiny_space, train_a_step
 
 
 def run_experiment(space, evaluator, strategy):
@@ -28,22 +26,9 @@ def run_experiment(space, evaluator, strategy):
         exp.stop()
 
 
-def tiny_space():
-    return DartsCellSpace(width=8, num_cells=3, in_channels=1, image_size=8, num_classes=10)
-
-
 def tiny_evaluator(**kwargs):
     return search_evaluator('digits', batch_size=32, subset=192, max_epochs=1, limit_train_batches=2,
                             limit_val_batches=1, **TRAINER, **kwargs)
-
-
-def train_a_step(model, channels=1, size=8):
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    loss = nn.functional.cross_entropy(model(torch.randn(8, channels, size, size)), torch.randint(0, 10, (8,)))
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    assert torch.isfinite(loss)
 
 
 @pytest.mark.parametrize('order', [1, 2])

@@ -17,9 +17,7 @@ from nni_darts_ext.oneshot.partial_channel import (PartialChannelError, PartialC
 from nni_darts_ext.space.ops import DARTS_OPS, NONE_OP, build_op
 from nni_darts_ext.strategies.darts import DartsStrategy
 from nni_darts_ext.strategies.pcdarts import PcDartsStrategy, scaled_warmup_epochs
-
-TRAINER = dict(enable_progress_bar=False, logger=False, enable_checkpointing=False, enable_model_summary=False,
-               num_sanity_val_steps=0)
+from _helpers import TRAINER, tiny_space, train_a_step
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -29,10 +27,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def tiny_space(**kwargs):
-    return DartsCellSpace(**{**dict(width=8, num_cells=3, in_channels=1, image_size=8, num_classes=10), **kwargs})
 
 
 def edge_choice(C=8, stride=1, names=DARTS_OPS, label='e'):
@@ -46,15 +40,6 @@ def pc_layer(C=8, stride=1, k=4, names=DARTS_OPS, alpha=None):
     alpha = nn.Parameter(torch.randn(len(names))) if alpha is None else alpha
     with frozen_context():
         return PartialChannelMixedLayer.mutate(edge_choice(C, stride, names), 'e', {'e': alpha}, {}, k=k)
-
-
-def train_a_step(model, channels=1, size=8):
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    loss = nn.functional.cross_entropy(model(torch.randn(8, channels, size, size)), torch.randint(0, 10, (8,)))
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    assert torch.isfinite(loss)
 
 
 # --- the partial-channel mixed op -------------------------------------------------------------------------------
