@@ -22,6 +22,7 @@ from nni.nas.nn.pytorch import InputChoice, LayerChoice
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedInput, DifferentiableMixedLayer
 
+from ..space.genotype import unused_edge_value
 from ..space.ops import NONE_OP
 from .derive import derive_node, strongest_op
 
@@ -96,7 +97,7 @@ class _CellNodeInputMixin:
         result: Dict[str, Any] = {self.label: chosen}
         for i, (label, names) in enumerate(zip(self.edge_labels, self.edge_candidates)):
             if label not in memo:
-                result[label] = ops[i] if i in chosen else (NONE_OP if NONE_OP in names else names[0])
+                result[label] = ops[i] if i in chosen else unused_edge_value(names)
         return result
 
 

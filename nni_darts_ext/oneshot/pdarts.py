@@ -22,8 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from nni.nas.nn.pytorch import LayerChoice
 
-from ..space.genotype import Genotype, arch_to_genotype, count_skips
-from ..space.ops import NONE_OP, Identity
+from ..space.genotype import Genotype, arch_to_genotype, count_skips, unused_edge_value
+from ..space.ops import Identity
 from .derive import derive_node, limit_skip_connects, prune_ops
 from .mixed import DartsMixedLayer, _CellNodeInputMixin
 from .module import DartsSearchConfig, DartsSearchModule
@@ -137,7 +137,7 @@ def derive_cells(weights: Mapping[str, torch.Tensor], names: Mapping[str, Sequen
         chosen, ops = derive_node([weights[e] for e in edges], [names[e] for e in edges], n_chosen)
         arch[inputs] = chosen
         for i, edge in enumerate(edges):
-            arch[edge] = ops[i] if i in chosen else (NONE_OP if NONE_OP in names[edge] else names[edge][0])
+            arch[edge] = ops[i] if i in chosen else unused_edge_value(names[edge])
     return arch
 
 

@@ -20,7 +20,7 @@ from .ops import NONE_OP, OPS
 __all__ = [
     'Genotype', 'DARTS_V1', 'DARTS_V2', 'PDARTS', 'PC_DARTS_CIFAR', 'PUBLISHED_GENOTYPES', 'CELL_TYPES',
     'edge_label', 'inputs_label', 'genotype_to_arch', 'arch_to_genotype', 'save_arch', 'load_arch',
-    'ArchFileError', 'genotype_from_name', 'count_skips',
+    'ArchFileError', 'genotype_from_name', 'count_skips', 'unused_edge_value',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ def genotype_from_name(name: str) -> Genotype:
     return PUBLISHED_GENOTYPES[key]
 
 
-def _unused_edge_value(candidates: Sequence[str]) -> str:
+def unused_edge_value(candidates: Sequence[str]) -> str:
+    """The arch value of an edge its node does not use: ``none``, or the first candidate without ``none``."""
     return NONE_OP if NONE_OP in candidates else candidates[0]
 
 
@@ -101,7 +102,7 @@ def genotype_to_arch(genotype: Genotype, op_candidates: Optional[Sequence[str]] 
                                      'chooses two distinct predecessors per node.')
                 chosen[src] = op
             for src in range(node):
-                arch[edge_label(cell, node, src)] = chosen.get(src, _unused_edge_value(candidates))
+                arch[edge_label(cell, node, src)] = chosen.get(src, unused_edge_value(candidates))
             arch[inputs_label(cell, node)] = sorted(chosen)
     return arch
 
