@@ -38,6 +38,8 @@ def _add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--contiguous', dest='channels_last', action='store_false',
                    help='do not use the channels_last memory format')
+    p.add_argument('--no-augment', dest='augment', action='store_false',
+                   help='no random crop / flip of the search data (the references augment both halves)')
     p.add_argument('--limit-train-batches', type=int, default=None)
     p.add_argument('--data-dir', default=None, help='dataset root (default $NNI_DARTS_EXT_DATA or ~/.cache)')
     p.add_argument('--out', default='runs/search', help='output folder')

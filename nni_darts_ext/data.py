@@ -168,7 +168,8 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
         "fashion-mnist": DatasetInfo(
             name="fashion-mnist", num_classes=10, in_channels=1, image_size=28,
             mean=(0.2860,), std=(0.3530,), num_train=60000, num_test=10000,
-            crop_padding=2, hflip=False,
+            # clothes are left-right symmetric: flips are label-preserving (digits are not)
+            crop_padding=2, hflip=True,
         ),
         "mnist": DatasetInfo(
             name="mnist", num_classes=10, in_channels=1, image_size=28,
@@ -604,7 +605,8 @@ def train_transform(
     """Transform for retraining the final architecture.
 
     ``ToTensor``; when ``augment``, a random crop with zero padding (``info.crop_padding``:
-    4 for CIFAR-10, 2 for 28x28, 1 for 8x8) and, for CIFAR-10, a random horizontal flip;
+    4 for CIFAR-10, 2 for 28x28, 1 for 8x8) and, where ``info.hflip`` (CIFAR-10, Fashion-MNIST), a random
+    horizontal flip;
     ``Normalize``; then :class:`Cutout` when ``cutout > 0`` (DARTS uses 16 on CIFAR-10).
 
     Parameters
@@ -612,7 +614,7 @@ def train_transform(
     info : str or DatasetInfo
         Dataset (name or facts).
     augment : bool
-        Add the random crop (and flip).
+        Add the random crop (and flip where the dataset allows it).
     cutout : int
         Cutout length; 0 disables it.
 
@@ -788,6 +790,7 @@ def search_split(
     root: str | os.PathLike[str] | None = None,
     train_portion: float = 0.5,
     transform: Callable[[Any], Any] | None = None,
+    augment: bool = False,
 ) -> tuple[Subset, Subset]:
     """The DARTS search split of the training set.
 
@@ -809,7 +812,10 @@ def search_split(
     train_portion : float
         Fraction that trains the weights, in (0, 1).
     transform : callable, optional
-        Image transform; default :func:`search_transform` (no augmentation).
+        Image transform; default :func:`train_transform` with ``augment`` (no cutout).
+    augment : bool
+        Random crop with padding (and flip where the dataset allows it) on both halves, as all three reference
+        searches do (DARTS/P-DARTS/PC-DARTS ``train_search.py``: RandomCrop(32, 4) + flip on CIFAR-10).
 
     Returns
     -------
@@ -820,7 +826,7 @@ def search_split(
         raise ValueError(f"train_portion must be in (0, 1), got {train_portion}")
     info = get_info(name)
     base = load_dataset(info, train=True, root=root,
-                        transform=transform if transform is not None else search_transform(info))
+                        transform=transform if transform is not None else train_transform(info, augment=augment))
     indices = _random_subset_indices(len(base), subset, seed)  # type: ignore[arg-type]
     split = int(np.floor(train_portion * len(indices)))
     return Subset(base, indices[:split]), Subset(base, indices[split:])
@@ -949,6 +955,7 @@ def search_dataloaders(
     root: str | os.PathLike[str] | None = None,
     num_workers: int = 0,
     train_portion: float = 0.5,
+    augment: bool = True,
 ) -> tuple[DataLoader, DataLoader]:
     """NNI-traced loaders of the DARTS search split (see :func:`search_split`).
 
@@ -971,6 +978,8 @@ def search_dataloaders(
         Worker processes per loader.
     train_portion : float
         Fraction of the images that trains the weights.
+    augment : bool
+        Augment both halves (random crop, flip where allowed), as the reference searches do.
 
     Returns
     -------
@@ -978,7 +987,8 @@ def search_dataloaders(
         Weight-training and architecture-update loaders, for ``train_dataloaders`` and
         ``val_dataloaders`` of an NNI evaluator.
     """
-    weight_set, arch_set = search_split(name, subset=subset, seed=seed, root=root, train_portion=train_portion)
+    weight_set, arch_set = search_split(name, subset=subset, seed=seed, root=root, train_portion=train_portion,
+                                        augment=augment)
     return (
         _loader(weight_set, batch_size, shuffle=True, seed=seed, num_workers=num_workers),
         _loader(arch_set, batch_size, shuffle=True, seed=seed + 1, num_workers=num_workers),

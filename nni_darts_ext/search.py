@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 
+from .evaluator import WEIGHT_RECIPES
 from .space.genotype import arch_to_genotype, count_skips, save_arch
 from .space.network import DartsCellSpace
 
@@ -25,25 +26,54 @@ _logger = logging.getLogger(__name__)
 
 STRATEGIES = ('darts', 'pdarts', 'pcdarts')
 
-# Per-strategy weight recipe of the reference code (batch, lr, lr_min): DARTS train_search.py; P-DARTS
-# train_search.py (batch 96, cosine to 0); PC-DARTS train_search.py (batch 256, lr 0.1, cosine to 0).
-REFERENCE_WEIGHT_RECIPE = {
-    'darts': dict(batch_size=64, learning_rate=0.025, learning_rate_min=0.001),
-    'pdarts': dict(batch_size=96, learning_rate=0.025, learning_rate_min=0.0),
-    'pcdarts': dict(batch_size=256, learning_rate=0.1, learning_rate_min=0.0),
-}
-# Weight-only warm-up as a fraction of the epochs: PC-DARTS 15 of 50, P-DARTS 10 of 25 per stage.
+# Per-strategy weight recipe of the reference code (batch, lr, lr_min): see evaluator.WEIGHT_RECIPES.
+REFERENCE_WEIGHT_RECIPE = WEIGHT_RECIPES
+# Weight-only warm-up as a fraction of the epochs: PC-DARTS 15 of 50, P-DARTS 10 of 25 per stage; DARTS none.
 WARMUP_FRACTION = {'darts': 0.0, 'pdarts': 10 / 25, 'pcdarts': 15 / 50}
+# Short searches (every preset but `reference`) warm the weights up for a third of the epochs, DARTS included:
+# untrained convolutions lose to parameter-free ops at first (the reason PC-DARTS and P-DARTS warm up 30-40 %).
+SHORT_SEARCH_WARMUP_FRACTION = 1 / 3
+# The references' α budget, Adam lr x number of α steps: DARTS 3e-4 x 50 epochs x 391 steps (25,000 / 64);
+# PC-DARTS 6e-4 x 35 x 98 (batch 256, 15 warm-up epochs); P-DARTS 6e-4 x 15 x 261 per stage (batch 96).
+REFERENCE_ARC_LR = {'darts': 3e-4, 'pdarts': 6e-4, 'pcdarts': 6e-4}
+REFERENCE_ARC_STEPS = {'darts': 50 * 391, 'pdarts': 15 * 261, 'pcdarts': 35 * 98}
+# Short searches scale α's lr so that lr x steps is SHORT_SEARCH_ARC_BUDGET times that budget: their α gradients are
+# noisier (weights trained for minutes), so Adam's normalised steps travel less. Measured on the cpu preset
+# (DARTS order 1, seed 0): budget 1x ended at 2.17x / 1.84x uniform (normal / reduce), below the 2x that marks a
+# decided search. The cap keeps one Adam step on α below 0.2 (α starts at 1e-3·N(0, 1)).
+SHORT_SEARCH_ARC_BUDGET = 2.0
+MAX_SCALED_ARC_LR = 0.2
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     # The papers' search settings (CIFAR-10 scale; a GPU job).
     'reference': dict(width=16, cells=8, epochs=50, subset=None, stage_cells=(5, 11, 17), stage_epochs=25),
-    # Minutes on 2 CPU cores: C=8, 5 cells, a few thousand 28x28 images.
-    'cpu': dict(width=8, cells=5, epochs=3, subset=1000, batch_size=64, stage_cells=(3, 4, 5), stage_epochs=2),
+    # Minutes on 2 CPU cores: C=8, 5 cells, 2,000 28x28 images. Batch 32 (not 64): a step costs 0.6x as much
+    # on this CPU, so the same time buys 1.6x the α steps; the weight lr is DARTS' 0.025 for every strategy
+    # (PC-DARTS' 0.1 goes with its batch 256). α's lr is scaled (REFERENCE_ARC_STEPS) and a third of the epochs
+    # warm the weights up (SHORT_SEARCH_WARMUP_FRACTION).
+    'cpu': dict(width=8, cells=5, epochs=3, subset=2000, batch_size=32, learning_rate=0.025, stage_cells=(3, 4, 5),
+                stage_epochs=2),
     # Seconds: for tests and smoke runs.
     'tiny': dict(dataset='digits', width=8, cells=3, epochs=1, subset=256, batch_size=32, stage_cells=(3, 4, 5),
                  stage_epochs=1),
 }
+
+
+def arch_steps_per_epoch(settings: 'SearchSettings') -> int:
+    """α steps per epoch of resolved settings: batches of the architecture half (last partial batch dropped)."""
+    from .data import get_info
+    images = settings.subset or get_info(settings.dataset).num_train
+    steps = max(1, (images - images // 2) // settings.batch_size)
+    return min(steps, settings.limit_train_batches or steps)
+
+
+def scaled_arc_learning_rate(settings: 'SearchSettings') -> float:
+    """α's Adam lr for a short search: :data:`SHORT_SEARCH_ARC_BUDGET` x the reference's lr x its α steps / this
+    run's α steps (per P-DARTS stage), at least the reference lr and at most :data:`MAX_SCALED_ARC_LR`."""
+    steps = max(1, settings.epochs - settings.warmup_epochs) * arch_steps_per_epoch(settings)
+    reference = REFERENCE_ARC_LR[settings.strategy]
+    scaled = SHORT_SEARCH_ARC_BUDGET * reference * REFERENCE_ARC_STEPS[settings.strategy] / steps
+    return float(min(MAX_SCALED_ARC_LR, max(reference, scaled)))
 
 
 @dataclass
@@ -72,6 +102,7 @@ class SearchSettings:
     max_skip: int = 2
     seed: int = 0
     channels_last: bool = True
+    augment: bool = True
     limit_train_batches: Optional[int] = None
     num_workers: int = 0
     data_dir: Optional[str] = None
@@ -97,11 +128,15 @@ class SearchSettings:
                     values['dataset'] = value
             elif values.get(key) is None:
                 values[key] = value
+        short = (self.preset or 'reference') != 'reference'
         if values['warmup_epochs'] is None:
             # half-up rounding, and always at least one epoch that trains the architecture
-            scaled = math.floor(values['epochs'] * WARMUP_FRACTION[self.strategy] + 0.5)
+            fraction = max(WARMUP_FRACTION[self.strategy], SHORT_SEARCH_WARMUP_FRACTION if short else 0.0)
+            scaled = math.floor(values['epochs'] * fraction + 0.5)
             values['warmup_epochs'] = max(0, min(scaled, values['epochs'] - 1))
         settings = SearchSettings(**values)
+        if settings.arc_learning_rate is None and short and settings.epochs > settings.warmup_epochs:
+            settings.arc_learning_rate = scaled_arc_learning_rate(settings)
         if settings.strategy == 'pdarts':
             settings.cells = settings.stage_cells[-1]
         if settings.epochs < 1:
@@ -187,8 +222,10 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = ()) -> Searc
     from nni.nas.space import RawFormatModelSpace
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from .callbacks import export_probs
     from .data import get_info
     from .evaluator import search_evaluator
+    from .oneshot.decision import decision_summary, describe_decision, edge_products
 
     settings = settings.resolved()
     get_info(settings.dataset)  # unknown names fail before anything is written
@@ -204,9 +241,10 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = ()) -> Searc
     if settings.limit_train_batches:
         trainer_kwargs['limit_train_batches'] = settings.limit_train_batches
     evaluator = search_evaluator(
-        settings.dataset, batch_size=settings.batch_size, subset=settings.subset, seed=settings.seed,
-        root=settings.data_dir, max_epochs=settings.epochs, learning_rate=settings.learning_rate,
-        learning_rate_min=settings.learning_rate_min, **trainer_kwargs)
+        settings.dataset, recipe=settings.strategy, batch_size=settings.batch_size, subset=settings.subset,
+        seed=settings.seed, root=settings.data_dir, max_epochs=settings.epochs, learning_rate=settings.learning_rate,
+        learning_rate_min=settings.learning_rate_min, augment=settings.augment, num_workers=settings.num_workers,
+        **trainer_kwargs)
     _logger.info('search: %s', settings)
     start = time.time()
     strategy.initialize(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
@@ -219,28 +257,35 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = ()) -> Searc
     final_space = getattr(strategy, 'final_space', None) or space
     genotype = arch_to_genotype(arch)
     fixed = final_space.freeze(arch)
+    probs = export_probs(module)
+    decision = decision_summary(probs)
+    extra = {**dict(getattr(strategy, 'result_extra', {}) or {}), 'probs': probs, 'decision': decision,
+             'decision_text': describe_decision(decision)}
+    products = edge_products(probs)
+    if products:
+        extra['edge_products'] = products
     result = SearchResult(arch=arch, genotype=genotype, settings=settings, seconds=seconds, val_acc=val_acc,
                           params=sum(p.numel() for p in fixed.parameters()), out=out,
-                          history=[{**h, 'genotype': str(h.get('genotype'))} for h in history],
-                          extra=dict(getattr(strategy, 'result_extra', {}) or {}))
+                          history=[{**h, 'genotype': str(h.get('genotype'))} for h in history], extra=extra)
+    (_logger.info if all(c['decided'] for c in decision.values()) else _logger.warning)(
+        'search: %s', extra['decision_text'])
     _draw_result(result, module)
     save_arch(arch, out / 'arch.json')
     (out / 'genotype.txt').write_text(str(genotype) + '\n')
     _write_json(out / 'summary.json', {**result.summary(), 'history': _jsonable(result.history)})
-    (out / 'summary.txt').write_text(result.headline() + '\n')
+    (out / 'summary.txt').write_text(result.headline() + '\n' + extra['decision_text'] + '\n')
     return result
 
 
 def _draw_result(result: SearchResult, module: Any) -> None:
     """Cell diagrams and final softmax(α)/β heat maps into ``out``, listed in the summary's files (issue #7)."""
-    from .callbacks import export_probs
     from .viz import PlotError, plot_genotype, save_heatmaps
     files = result.extra.setdefault('files', {})
     try:
         files.update(plot_genotype(result.genotype, result.out))
     except PlotError as err:
         _logger.warning('No cell pictures: %s', err)
-    files.update(save_heatmaps(export_probs(module), result.out, result.genotype))
+    files.update(save_heatmaps(result.extra['probs'], result.out, result.genotype))
 
 
 def _jsonable(value: Any) -> Any:

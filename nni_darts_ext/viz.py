@@ -182,14 +182,20 @@ def heatmap_figure(probs: Mapping[str, Mapping[Any, float]], cell: str, genotype
     ax = axes(left, cell_w * len(ops))
     cax = axes(left + cell_w * len(ops) + 0.12, bar)
     bx = axes(width - 0.85, 0.5) if beta is not None else None
-    image = ax.imshow(values, cmap='viridis', vmin=0.0, vmax=max(1e-6, float(np.nanmax(values))), aspect='auto')
+    # Diverging colours centred at uniform (1/#ops): white = undecided, red = above, blue = below; the scale spans the
+    # data's own range, so that a search that barely moved α still shows which way it moved (issue #10).
+    from matplotlib.colors import TwoSlopeNorm
+    uniform = 1.0 / len(ops)
+    spread = max(1e-4, float(np.nanmax(np.abs(values - uniform))))
+    norm = TwoSlopeNorm(vcenter=uniform, vmin=uniform - spread, vmax=uniform + spread)
+    image = ax.imshow(values, cmap='RdBu_r', norm=norm, aspect='auto')
     ax.set_xticks(range(len(ops)), ops, rotation=45, ha='right', fontsize=8)
     ax.set_yticks(range(len(edges)), [f'{node_name(i)} → {node_name(j)}' for i, j in edges], fontsize=8)
-    ax.set_title(title or f'{cell} cell: softmax(α)', fontsize=10)
+    ax.set_title(title or f'{cell} cell: softmax(α) (white = uniform {uniform:.3f})', fontsize=10)
     for r, c in np.ndindex(values.shape):
         if not math.isnan(values[r, c]):
-            ax.text(c, r, f'{values[r, c]:.2f}', ha='center', va='center', fontsize=6,
-                    color='black' if values[r, c] > 0.6 * np.nanmax(values) else 'white')
+            ax.text(c, r, f'{values[r, c]:.3f}', ha='center', va='center', fontsize=6,
+                    color='white' if abs(values[r, c] - uniform) > 0.6 * spread else 'black')
     if genotype is not None:  # entries 2k, 2k+1 of a cell belong to genotype node k + 2
         for k, (op, src) in enumerate(getattr(genotype, cell, [])):
             row = edges.index((int(src), k // 2 + 2)) if (int(src), k // 2 + 2) in edges else None

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -18,7 +19,7 @@ from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 from ..space.genotype import arch_to_genotype, count_skips
 from .bilevel import first_order_hypergradient, unrolled_hypergradient
 
-__all__ = ['DartsSearchConfig', 'DartsSearchModule']
+__all__ = ['DartsSearchConfig', 'DartsSearchModule', 'replay_random']
 
 _logger = logging.getLogger(__name__)
 
@@ -72,6 +73,20 @@ def _loss_of(output: Any) -> torch.Tensor:
     return loss
 
 
+def replay_random(closure: Callable[[], Any], seed: int, device: torch.device) -> Callable[[], Any]:
+    """``closure`` under a fixed RNG seed: every call draws the same random numbers (dropout masks such as P-DARTS'
+    skip-connect dropout, drop-path, a user's ``nn.Dropout``), so the passes of one unrolled α step evaluate the same
+    function and the finite difference of DARTS eq. 8 measures the weight change, not mask changes. The global RNG
+    state is restored after each call."""
+    devices = [device] if device.type == 'cuda' else []
+
+    def call() -> Any:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return closure()
+    return call
+
+
 class DartsSearchModule(DartsLightningModule):
     """DARTS search loop with first- or second-order architecture gradients.
 
@@ -118,6 +133,18 @@ class DartsSearchModule(DartsLightningModule):
             self.training_module.to(memory_format=torch.channels_last)
         return super().on_fit_start()
 
+    def on_train_start(self):
+        # With max_epochs=-1 the weight cosine runs per batch over max_steps (evaluator.cosine_period); Lightning counts
+        # optimizer steps, two per batch once α trains, so convert max_steps into the batches this fit will run.
+        max_steps, batches = self.trainer.max_steps, self.trainer.num_training_batches
+        if max_steps and max_steps > 0 and (self.trainer.max_epochs or 0) <= 0 and math.isfinite(batches):
+            warm = self.config.warmup_epochs * int(batches)
+            total = max_steps if max_steps <= warm else warm + math.ceil((max_steps - warm) / 2)
+            for config in self.trainer.lr_scheduler_configs:
+                if config.interval == 'step' and hasattr(config.scheduler, 'T_max'):
+                    config.scheduler.T_max = total
+        return super().on_train_start()
+
     def _prepare(self, batch: Any) -> Any:
         return _to_channels_last(batch) if self.config.channels_last else batch
 
@@ -150,10 +177,13 @@ class DartsSearchModule(DartsLightningModule):
             w_optim = self.weight_optimizer()
             group = w_optim.param_groups[0]
             weights = [p for g in w_optim.param_groups for p in g['params'] if p.requires_grad]
+            # one seed per α step, drawn from the global generator (so runs stay reproducible): every pass of
+            # the step sees the same random masks (issue #10: P-DARTS skip dropout made eq. 8 noise)
+            seed = int(torch.randint(0, 2 ** 62, (1,)).item())
             grads = unrolled_hypergradient(
                 weights, alphas,
-                train_loss=lambda: self._loss(trn_batch, 2 * batch_idx + 1),
-                val_loss=lambda: self._loss(val_batch, 2 * batch_idx),
+                train_loss=replay_random(lambda: self._loss(trn_batch, 2 * batch_idx + 1), seed, self.device),
+                val_loss=replay_random(lambda: self._loss(val_batch, 2 * batch_idx), seed + 1, self.device),
                 xi=self.config.xi if self.config.xi is not None else group['lr'],
                 momentum=group.get('momentum', 0.0) or 0.0,
                 momentum_buffers=[w_optim.state.get(p, {}).get('momentum_buffer') for p in weights],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, List, Optional, Tuple
 
 from nni.nas.strategy import DARTS
@@ -55,7 +56,19 @@ class DartsStrategy(DARTS):
         super().__init__(arc_learning_rate=arc_learning_rate, gradient_clip_val=gradient_clip_val,
                          log_prob_every_n_step=log_prob_every_n_step, warmup_epochs=warmup_epochs, **kwargs)
 
+    #: the reference weight recipe of this method (``search_evaluator(recipe=...)``)
+    weight_recipe = 'darts'
+
+    def check_weight_recipe(self, training_module: Any) -> None:
+        """Warn when the evaluator carries another method's reference weight recipe (e.g. DARTS' for PC-DARTS)."""
+        recipe = getattr(training_module, 'recipe', None)
+        if recipe not in (None, 'custom', self.weight_recipe):
+            warnings.warn(f'{type(self).__name__} is given the {recipe!r} weight recipe; the reference search uses '
+                          f'{self.weight_recipe!r}: build the evaluator with search_evaluator(..., '
+                          f'recipe={self.weight_recipe!r}).', UserWarning, stacklevel=3)
+
     def configure_oneshot_module(self, training_module) -> DartsSearchModule:
+        self.check_weight_recipe(training_module)
         return DartsSearchModule(training_module, self.config)
 
     def default_mutation_hooks(self) -> List[Any]:

@@ -91,6 +91,8 @@ class PcDartsStrategy(DartsStrategy):
     to 0, 50 epochs on half of the CIFAR-10 training set (:data:`PC_DARTS_WEIGHT_RECIPE`).
     """
 
+    weight_recipe = 'pcdarts'
+
     def __init__(self, *, k: int = DEFAULT_K, order: int = 1, arc_learning_rate: float = 6e-4,
                  arc_betas: Tuple[float, float] = (0.5, 0.999), arc_weight_decay: float = 1e-3,
                  gradient_clip_val: Optional[float] = 5.0, arc_gradient_clip_val: Optional[float] = None,

@@ -139,6 +139,8 @@ class PDartsStrategy(DartsStrategy):
         ``hvp``, ``channels_last``, ...).
     """
 
+    weight_recipe = 'pdarts'
+
     def __init__(self, cells: Sequence[int] = (5, 11, 17), num_ops: Sequence[int] = (8, 5, 3),
                  skip_dropout: Sequence[float] = (0.1, 0.4, 0.7), epochs_per_stage: int = 25,
                  warmup_epochs: int = 10, max_skip: Optional[int] = 2, *, arc_learning_rate: float = 6e-4,
@@ -188,6 +190,7 @@ class PDartsStrategy(DartsStrategy):
         if self._stage is None:
             raise RuntimeError('PDartsStrategy builds one search module per stage inside run(); there is no '
                                'single supernet to mutate before it.')
+        self.check_weight_recipe(training_module)
         module = PDartsSearchModule(training_module, self.config, self._stage)
         module.genotype_history = self._genotype_history  # one history across the stages (entries carry 'stage')
         return module
