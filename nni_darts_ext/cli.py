@@ -30,7 +30,7 @@ def _add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--arc-lr', dest='arc_learning_rate', type=float, default=None)
     p.add_argument('--warmup-epochs', type=int, default=None,
                    help='weight-only epochs (default: PC-DARTS 15/50, P-DARTS 10/25 of the epochs)')
-    p.add_argument('--k', type=int, default=4, help='PC-DARTS partial-channel factor K')
+    p.add_argument('--k', type=int, default=None, help='PC-DARTS partial-channel factor K (default: 4; cpu preset 2)')
     p.add_argument('--stage-cells', type=int, nargs=3, default=None, help='P-DARTS cells per stage')
     p.add_argument('--stage-ops', type=int, nargs=3, default=(8, 5, 3), help='P-DARTS ops per edge per stage')
     p.add_argument('--skip-dropout', type=float, nargs=3, default=(0.1, 0.4, 0.7))

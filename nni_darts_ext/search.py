@@ -33,28 +33,34 @@ WARMUP_FRACTION = {'darts': 0.0, 'pdarts': 10 / 25, 'pcdarts': 15 / 50}
 # Short searches (every preset but `reference`) warm the weights up for a third of the epochs, DARTS included:
 # untrained convolutions lose to parameter-free ops at first (the reason PC-DARTS and P-DARTS warm up 30-40 %).
 SHORT_SEARCH_WARMUP_FRACTION = 1 / 3
-# The references' α budget, Adam lr x number of α steps: DARTS 3e-4 x 50 epochs x 391 steps (25,000 / 64);
-# PC-DARTS 6e-4 x 35 x 98 (batch 256, 15 warm-up epochs); P-DARTS 6e-4 x 15 x 261 per stage (batch 96).
+# α's Adam lr x number of α steps, the "travel budget" of the references: DARTS 3e-4 x 50 epochs x 391 steps
+# (25,000 / 64) = 5.9; PC-DARTS 6e-4 x 35 x 98 (batch 256, 15 warm-up epochs) = 2.1; P-DARTS 6e-4 x 15 x 261 per
+# stage (batch 96) = 2.3.
 REFERENCE_ARC_LR = {'darts': 3e-4, 'pdarts': 6e-4, 'pcdarts': 6e-4}
 REFERENCE_ARC_STEPS = {'darts': 50 * 391, 'pdarts': 15 * 261, 'pcdarts': 35 * 98}
-# Short searches scale α's lr so that lr x steps is SHORT_SEARCH_ARC_BUDGET times that budget: their α gradients are
-# noisier (weights trained for minutes), so Adam's normalised steps travel less. Measured on the cpu preset
-# (DARTS order 1, seed 0): budget 1x ended at 2.17x / 1.84x uniform (normal / reduce), below the 2x that marks a
-# decided search. The cap keeps one Adam step on α below 0.2 (α starts at 1e-3·N(0, 1)).
-SHORT_SEARCH_ARC_BUDGET = 2.0
-MAX_SCALED_ARC_LR = 0.2
+# Short searches (every preset but `reference`) give every strategy three times DARTS' budget (α lr = 17.6 / α steps,
+# per P-DARTS stage): their α gradients are noisier (weights trained for minutes), so Adam's normalised steps travel
+# less. Measured on the cpu preset, seed 0, mean max softmax(α) / uniform (normal, reduce; 2x uniform marks a decided
+# search): DARTS order 1 at 1x DARTS' budget 2.17 / 1.84, at 2x 2.30 / 3.19; PC-DARTS at 2x its own budget
+# 2.14 / 1.57, at 2x DARTS' 2.43 / 1.93; P-DARTS (2 epochs per stage) at 2x its own 1.91 / 1.63, at lr 0.3
+# 2.16 / 1.74. The cap keeps one Adam step on α at most 0.3.
+SHORT_SEARCH_ARC_BUDGET = 3.0 * REFERENCE_ARC_LR['darts'] * REFERENCE_ARC_STEPS['darts']
+MAX_SCALED_ARC_LR = 0.3
+
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     # The papers' search settings (CIFAR-10 scale; a GPU job).
-    'reference': dict(width=16, cells=8, epochs=50, subset=None, stage_cells=(5, 11, 17), stage_epochs=25),
+    'reference': dict(width=16, cells=8, epochs=50, subset=None, k=4, stage_cells=(5, 11, 17), stage_epochs=25),
     # Minutes on 2 CPU cores: C=8, 5 cells, 2,000 28x28 images. Batch 32 (not 64): a step costs 0.6x as much
     # on this CPU, so the same time buys 1.6x the α steps; the weight lr is DARTS' 0.025 for every strategy
     # (PC-DARTS' 0.1 goes with its batch 256). α's lr is scaled (REFERENCE_ARC_STEPS) and a third of the epochs
     # warm the weights up (SHORT_SEARCH_WARMUP_FRACTION).
-    'cpu': dict(width=8, cells=5, epochs=3, subset=2000, batch_size=32, learning_rate=0.025, stage_cells=(3, 4, 5),
-                stage_epochs=2),
+    # K=2 for PC-DARTS: at C=8, K=4 would leave 2 channels per op; K=2 keeps the reference's 4 (C=16, K=4).
+    # P-DARTS: 3 epochs per stage (1 weight-only) so that each stage has as many α steps as the others' search.
+    'cpu': dict(width=8, cells=5, epochs=3, subset=2000, batch_size=32, learning_rate=0.025, k=2,
+                stage_cells=(3, 4, 5), stage_epochs=3),
     # Seconds: for tests and smoke runs.
-    'tiny': dict(dataset='digits', width=8, cells=3, epochs=1, subset=256, batch_size=32, stage_cells=(3, 4, 5),
+    'tiny': dict(dataset='digits', width=8, cells=3, epochs=1, subset=256, batch_size=32, k=4, stage_cells=(3, 4, 5),
                  stage_epochs=1),
 }
 
@@ -68,12 +74,11 @@ def arch_steps_per_epoch(settings: 'SearchSettings') -> int:
 
 
 def scaled_arc_learning_rate(settings: 'SearchSettings') -> float:
-    """α's Adam lr for a short search: :data:`SHORT_SEARCH_ARC_BUDGET` x the reference's lr x its α steps / this
-    run's α steps (per P-DARTS stage), at least the reference lr and at most :data:`MAX_SCALED_ARC_LR`."""
+    """α's Adam lr for a short search: :data:`SHORT_SEARCH_ARC_BUDGET` / this run's α steps (per P-DARTS stage), at
+    least the strategy's reference lr and at most :data:`MAX_SCALED_ARC_LR`."""
     steps = max(1, settings.epochs - settings.warmup_epochs) * arch_steps_per_epoch(settings)
     reference = REFERENCE_ARC_LR[settings.strategy]
-    scaled = SHORT_SEARCH_ARC_BUDGET * reference * REFERENCE_ARC_STEPS[settings.strategy] / steps
-    return float(min(MAX_SCALED_ARC_LR, max(reference, scaled)))
+    return float(min(MAX_SCALED_ARC_LR, max(reference, SHORT_SEARCH_ARC_BUDGET / steps)))
 
 
 @dataclass
@@ -95,7 +100,7 @@ class SearchSettings:
     learning_rate_min: Optional[float] = None
     arc_learning_rate: Optional[float] = None
     warmup_epochs: Optional[int] = None
-    k: int = 4
+    k: Optional[int] = None                       # PC-DARTS K; None: the preset's, else 4 (the paper's)
     stage_cells: Optional[Sequence[int]] = None
     stage_ops: Sequence[int] = (8, 5, 3)
     skip_dropout: Sequence[float] = (0.1, 0.4, 0.7)

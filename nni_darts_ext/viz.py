@@ -187,7 +187,7 @@ def heatmap_figure(probs: Mapping[str, Mapping[Any, float]], cell: str, genotype
     from matplotlib.colors import TwoSlopeNorm
     uniform = 1.0 / len(ops)
     spread = max(1e-4, float(np.nanmax(np.abs(values - uniform))))
-    norm = TwoSlopeNorm(vcenter=uniform, vmin=uniform - spread, vmax=uniform + spread)
+    norm = TwoSlopeNorm(vcenter=uniform, vmin=max(0.0, uniform - spread), vmax=uniform + spread)
     image = ax.imshow(values, cmap='RdBu_r', norm=norm, aspect='auto')
     ax.set_xticks(range(len(ops)), ops, rotation=45, ha='right', fontsize=8)
     ax.set_yticks(range(len(edges)), [f'{node_name(i)} → {node_name(j)}' for i, j in edges], fontsize=8)

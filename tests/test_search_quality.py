@@ -222,10 +222,11 @@ def test_short_presets_scale_the_alpha_learning_rate():
     cpu = SearchSettings(strategy='darts', preset='cpu').resolved()
     steps = (cpu.epochs - cpu.warmup_epochs) * arch_steps_per_epoch(cpu)
     assert steps == 2 * (1000 // 32) and cpu.warmup_epochs == 1
-    assert cpu.arc_learning_rate == pytest.approx(SHORT_SEARCH_ARC_BUDGET * 3e-4 * REFERENCE_ARC_STEPS['darts'] / steps)
+    assert SHORT_SEARCH_ARC_BUDGET == pytest.approx(3 * 3e-4 * REFERENCE_ARC_STEPS['darts'])
+    assert cpu.arc_learning_rate == pytest.approx(SHORT_SEARCH_ARC_BUDGET / steps)
     assert SearchSettings(strategy='darts', preset='reference').resolved().arc_learning_rate is None  # the paper's
     assert SearchSettings(strategy='darts', preset='cpu', arc_learning_rate=1e-3).resolved().arc_learning_rate == 1e-3
     pc = SearchSettings(strategy='pcdarts', preset='cpu').resolved()
-    assert pc.arc_learning_rate == pytest.approx(SHORT_SEARCH_ARC_BUDGET * 6e-4 * REFERENCE_ARC_STEPS['pcdarts'] / steps)
+    assert pc.arc_learning_rate == pytest.approx(SHORT_SEARCH_ARC_BUDGET / steps)  # one budget for every strategy
     tiny = SearchSettings(strategy='darts', preset='tiny', epochs=2, warmup_epochs=1).resolved()
     assert tiny.arc_learning_rate == MAX_SCALED_ARC_LR  # capped
