@@ -58,6 +58,17 @@ def test_decisiveness_numbers_of_hand_set_alpha():
     assert m['reduce/node2/edge1']['chosen'] == 'max_pool_3x3'
     assert m['reduce/node2/edge1']['margin'] == pytest.approx(0.1)
     assert s['decided'] == (s['mean_max_prob'] >= 2 / 8)
+    assert s['fraction_to_one_hot'] == pytest.approx((s['mean_max_prob'] - 1 / 8) / (7 / 8))
+
+
+def test_decided_is_the_same_fraction_of_the_way_to_one_hot_for_any_op_count():
+    def cell(ps):
+        return decision_summary({'normal/node2/edge0': dict(zip('abcdefgh', ps))})['normal']
+    assert cell([0.25] + [0.75 / 7] * 7)['decided']                  # 2x uniform with 8 ops: the threshold
+    assert not cell([0.24] + [0.76 / 7] * 7)['decided']
+    three = cell([0.45, 0.3, 0.25])  # 3 ops: 0.45 is (0.45 - 1/3) / (2/3) = 0.175 of the way > 1/7
+    assert three['decided'] and three['max_prob_vs_uniform'] == pytest.approx(1.35)
+    assert not cell([0.42, 0.3, 0.28])['decided']  # 0.13 of the way
 
 
 def test_edge_products_multiply_beta_and_alpha():

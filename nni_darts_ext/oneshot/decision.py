@@ -10,10 +10,13 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Mapping
 
-__all__ = ['DECISIVE_FACTOR', 'decision_summary', 'describe_decision', 'edge_products']
+__all__ = ['DECISIVE_FACTOR', 'DECIDED_FRACTION', 'decision_summary', 'describe_decision', 'edge_products']
 
-# "Decided" = the mean max probability is at least twice uniform (0.25 with the 8 DARTS ops).
+# "Decided": the mean max probability is at least twice uniform with the 8 DARTS ops (0.25), i.e. 1/7 of the way from
+# uniform (1/n) to one-hot (1). The same fraction applies to other op counts: with P-DARTS' 3 final ops twice uniform
+# (0.67) would ask a top op to hold 2/3 of the mass, while 1/7 of the way is 0.43.
 DECISIVE_FACTOR = 2.0
+DECIDED_FRACTION = (DECISIVE_FACTOR / 8 - 1 / 8) / (1 - 1 / 8)
 
 
 def _cell_of(label: str) -> str:
@@ -22,7 +25,8 @@ def _cell_of(label: str) -> str:
 
 def decision_summary(probs: Mapping[str, Mapping[Any, float]]) -> Dict[str, Dict[str, Any]]:
     """Per cell type (the label's first component): ``mean_max_prob``, ``uniform_prob``, ``max_prob_vs_uniform``,
-    ``mean_normalized_entropy``, ``decided`` (max_prob_vs_uniform >= :data:`DECISIVE_FACTOR`), ``edges`` and
+    ``fraction_to_one_hot`` ((mean max - uniform) / (1 - uniform)), ``mean_normalized_entropy``, ``decided``
+    (fraction_to_one_hot >= :data:`DECIDED_FRACTION`, = twice uniform with 8 ops), ``edges`` and
     ``margins`` ({label: {chosen, runner_up, margin}}). Edge-weight labels (``.../inputs``, PC-DARTS β) are skipped."""
     cells: Dict[str, Dict[str, Any]] = {}
     for label, dist in probs.items():
@@ -48,7 +52,9 @@ def decision_summary(probs: Mapping[str, Mapping[Any, float]]) -> Dict[str, Dict
                          'max_prob_vs_uniform': mean_max / uniform,
                          'mean_normalized_entropy': sum(cell['entropy']) / k,
                          'mean_margin': sum(m['margin'] for m in cell['margins'].values()) / max(1, len(cell['margins'])),
-                         'decided': mean_max / uniform >= DECISIVE_FACTOR, 'margins': cell['margins']}
+                         'fraction_to_one_hot': (mean_max - uniform) / (1 - uniform),
+                         'decided': (mean_max - uniform) / (1 - uniform) >= DECIDED_FRACTION - 1e-12,
+                         'margins': cell['margins']}
     return summary
 
 
@@ -57,13 +63,14 @@ def describe_decision(summary: Mapping[str, Mapping[str, Any]]) -> str:
     parts, undecided = [], []
     for cell, s in summary.items():
         parts.append(f"{cell} cell: mean max softmax(α) {s['mean_max_prob']:.3f} = {s['max_prob_vs_uniform']:.2f}× "
-                     f"uniform, normalised entropy {s['mean_normalized_entropy']:.3f}, mean margin of the chosen op "
+                     f"uniform ({s['fraction_to_one_hot']:.2f} of the way to one-hot), normalised entropy {s['mean_normalized_entropy']:.3f}, mean margin of the chosen op "
                      f"{s['mean_margin']:.3f}")
         if not s['decided']:
             undecided.append(cell)
     text = '; '.join(parts) + '.'
     if undecided:
-        text += (f" α of the {', '.join(undecided)} cell(s) is close to uniform (below {DECISIVE_FACTOR:g}× uniform):"
+        text += (f" α of the {', '.join(undecided)} cell(s) is close to uniform (below {DECISIVE_FACTOR:g}× uniform with"
+                 ' 8 ops, or the same fraction of the way to one-hot):'
                  ' the export is close to random. Search longer or on more data (--epochs, --subset), raise the'
                  ' architecture learning rate (--arc-lr), or use the reference preset.')
     else:
