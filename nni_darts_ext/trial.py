@@ -291,7 +291,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     reporter = NniReporter(channel, parameter_id, trial_job_id)
     try:
-        result = run_search(settings, callbacks=[reporter])
+        # under nnictl a restarted trial continues its own run in $NNI_OUTPUT_DIR (issue #12)
+        resume = True if args.resume else ('auto' if under_nni else False)
+        result = run_search(settings, callbacks=[reporter], resume=resume, overwrite=args.overwrite)
     except KeyboardInterrupt:
         return _fail('interrupted', 130)
     except (ValueError, FileNotFoundError, FloatingPointError) as err:  # bad settings, missing data, divergence
