@@ -261,7 +261,8 @@ class ResumeState(_resume_state_base()):
     def state_dict(self) -> Dict[str, Any]:
         module = getattr(self, '_module', None)
         return {'settings': self.settings, 'sampler_epochs': [int(s.epoch) for s in self._samplers()],
-                'history': list(getattr(module, 'genotype_history', []) or [])}
+                'history': [{k: v if k == 'arch' else json.loads(json.dumps(v, default=str)) for k, v in h.items()}
+                            for h in getattr(module, 'genotype_history', []) or []]}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         for sampler, epoch in zip(self._samplers(), state_dict.get('sampler_epochs', [])):

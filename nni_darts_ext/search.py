@@ -225,6 +225,8 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
         root=settings.data_dir, max_epochs=settings.epochs, learning_rate=settings.learning_rate,
         learning_rate_min=settings.learning_rate_min, **trainer_kwargs)
     state.loaders = [evaluator.train_dataloaders, evaluator.val_dataloaders]
+    if folder.resume_from is not None:  # the run's own checkpoint holds NNI objects (labels), not only tensors
+        evaluator.fit_kwargs['weights_only'] = False
     _logger.info('search: %s', settings)
     start = time.time()
     strategy.initialize(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
