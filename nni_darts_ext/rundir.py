@@ -81,22 +81,40 @@ def check_run_folder(out: PathLike, *, resume: Union[bool, str] = False, overwri
     if out.exists() and not out.is_dir():
         raise RunFolderError(f'--out {out} is a file, not a folder; pass the folder for the run\'s outputs.')
     found = run_files(out)
-    last = out / 'checkpoints' / 'last.ckpt'
+    last = resume_point(out)
     if overwrite:
         return RunFolder(out, bool(found), None, overwrite=True)
     if resume is True:
-        if not last.is_file():
+        if last is None:
             raise RunFolderError(f'Nothing to resume in {out}: there is no checkpoints/last.ckpt (the run stopped '
                                  'before its first checkpoint, or the folder holds no run); pass --overwrite to start '
                                  'a new run there, or drop --resume.')
         return RunFolder(out, True, last)
-    if resume == 'auto' and last.is_file():
+    if resume == 'auto' and last is not None:
         return RunFolder(out, True, last)
     if found:
         raise RunFolderError(f'{out} holds another run ({_names(found, out)}); pass --resume to continue it '
                              f'(from checkpoints/last.ckpt), --overwrite to delete it and start a new run there, or '
                              f'another --out.')
     return RunFolder(out, False)
+
+
+def resume_point(out: PathLike) -> Optional[Path]:
+    """Where a run in ``out`` continues: ``checkpoints/last.ckpt``; for P-DARTS the newest stage's
+    ``checkpoints/stage<n>/last.ckpt``, or the newest finished stage's ``stages/stage<n>.json``; None: nowhere."""
+    out = Path(out)
+    last = out / 'checkpoints' / 'last.ckpt'
+    if last.is_file():
+        return last
+
+    def number(path: Path) -> int:
+        digits = ''.join(c for c in (path.parent.name if path.suffix == '.ckpt' else path.stem) if c.isdigit())
+        return int(digits or 0)
+    stage_ckpts = sorted(out.glob('checkpoints/stage*/last.ckpt'), key=number)
+    stage_files = sorted(out.glob('stages/stage*.json'), key=number)
+    # a stage's record is written when it ends, after its last checkpoint: the later point of the same stage
+    candidates = [(number(p), 0, p) for p in stage_ckpts] + [(number(p), 1, p) for p in stage_files]
+    return max(candidates)[2] if candidates else None
 
 
 def clear_run(out: PathLike) -> List[Path]:
@@ -259,24 +277,34 @@ class ResumeState(_resume_state_base()):
         return samplers
 
     def state_dict(self) -> Dict[str, Any]:
+        import torch
         module = getattr(self, '_module', None)
         return {'settings': self.settings, 'sampler_epochs': [int(s.epoch) for s in self._samplers()],
                 'history': [{k: v if k == 'arch' else json.loads(json.dumps(v, default=str)) for k, v in h.items()}
-                            for h in getattr(module, 'genotype_history', []) or []]}
+                            for h in getattr(module, 'genotype_history', []) or []],
+                'skip_dropout_history': list(getattr(module, 'skip_dropout_history', []) or []),
+                'torch_rng_state': torch.get_rng_state()}  # P-DARTS' skip-connect dropout draws from it
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        import torch
         for sampler, epoch in zip(self._samplers(), state_dict.get('sampler_epochs', [])):
             sampler.epoch = int(epoch)
         self._history = list(state_dict.get('history', []))
+        self._skip_history = list(state_dict.get('skip_dropout_history', []))
+        if state_dict.get('torch_rng_state') is not None:
+            torch.set_rng_state(state_dict['torch_rng_state'])
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._module = pl_module
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         history = getattr(pl_module, 'genotype_history', None)
-        if self._history is not None and isinstance(history, list) and not history:
-            history.extend(self._history)
-        self._history = None
+        if self._history is not None and isinstance(history, list):
+            history[:] = self._history  # P-DARTS: the list the stages share, up to the checkpoint
+        skips = getattr(pl_module, 'skip_dropout_history', None)
+        if getattr(self, '_skip_history', None) is not None and isinstance(skips, list):
+            skips[:] = [tuple(x) for x in self._skip_history]
+        self._history = self._skip_history = None
 
 
 def saved_settings(checkpoint: Dict[str, Any]) -> Optional[Dict[str, Any]]:

@@ -225,6 +225,8 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
         root=settings.data_dir, max_epochs=settings.epochs, learning_rate=settings.learning_rate,
         learning_rate_min=settings.learning_rate_min, **trainer_kwargs)
     state.loaders = [evaluator.train_dataloaders, evaluator.val_dataloaders]
+    if hasattr(strategy, 'run_dir'):  # P-DARTS: a checkpoint folder and a record file per stage
+        strategy.run_dir, strategy.run_settings = out, record
     if folder.resume_from is not None:  # the run's own checkpoint holds NNI objects (labels), not only tensors
         evaluator.fit_kwargs['weights_only'] = False
     _logger.info('search: %s', settings)
@@ -235,7 +237,8 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     status = {'finished': False, 'seed': settings.seed, 'versions': rundir.versions(), 'settings': record}
     if folder.resume_from is not None:
         _logger.info('search: resuming %s', folder.resume_from)
-        strategy.load_state_dict({'ckpt_path': str(folder.resume_from)})
+        strategy.load_state_dict({'run_dir': str(out)} if hasattr(strategy, 'run_dir') else
+                                 {'ckpt_path': str(folder.resume_from)})
         status['resumed_from'] = str(folder.resume_from)
     rundir.atomic_write_json(out / 'summary.json', {**status, 'status': 'running'})
     try:
@@ -286,10 +289,14 @@ def _resume_check(folder: Any, settings: SearchSettings) -> Dict[str, Any]:
     record = _jsonable(dataclasses.asdict(settings))
     if folder.resume_from is None:
         return record
-    if settings.strategy == 'pdarts':
-        raise rundir.RunFolderError(f'A P-DARTS search cannot be resumed yet (each stage trains a new supernet); '
-                                    f'pass --overwrite to start the search in {folder.path} again.')
-    saved = rundir.saved_settings(rundir.load_checkpoint(folder.resume_from))
+    if folder.resume_from.suffix == '.json':  # P-DARTS between two stages: the finished stage's record
+        try:
+            saved = json.loads(folder.resume_from.read_text()).get('settings')
+        except (OSError, ValueError, AttributeError) as err:
+            raise rundir.RunFolderError(f'{folder.resume_from} cannot be read ({err}); pass --overwrite to start '
+                                        f'a new search in {folder.path}.') from None
+    else:
+        saved = rundir.saved_settings(rundir.load_checkpoint(folder.resume_from))
     if saved is None:
         raise rundir.RunFolderError(f'{folder.resume_from} records no search settings (not a checkpoint of '
                                     f'`search`); pass --overwrite to start a new search in {folder.path}.')

@@ -199,3 +199,33 @@ def test_a_diverging_trial_fails(tmp_path):
     code = trial_main(['--preset', 'tiny', '--subset', '64', '--width', '4', '--cells', '3', '--limit-train-batches',
                        '2', '--lr', '1e6', '--out', str(tmp_path / 'trial')])
     assert code == 2  # nnictl marks a trial with a non-zero exit FAILED, and no FINAL result is sent
+
+
+def test_guard_names_a_bn_statistic_that_overflows_while_the_loss_is_finite(tmp_path):
+    """Inputs of 1e20 overflow BN's running variance (float32) while the normalised loss stays finite."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from nni_darts_ext.guards import DivergenceError, DivergenceGuard
+
+    class Net(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                            torch.nn.LazyLinear(2))
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.body(x * (1e20 if batch_idx == 2 else 1.0)), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    data = DataLoader(TensorDataset(torch.randn(32, 1, 6, 6), torch.randint(0, 2, (32,))), batch_size=8)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[DivergenceGuard({'--lr': 0.01})])
+    with pytest.raises(DivergenceError) as info:
+        trainer.fit(Net(), data)
+    message = str(info.value)
+    assert 'epoch 0, step 3' in message and 'BatchNorm running statistic body.1.running_var' in message
+    assert 'Lower --lr (now 0.01)' in message
