@@ -44,13 +44,22 @@ def _add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--data-dir', default=None, help='dataset root (default $NNI_DARTS_EXT_DATA or ~/.cache)')
     p.add_argument('--out', default='runs/search', help='output folder')
     p.add_argument('--no-progress-bar', dest='progress_bar', action='store_false')
+    _add_run_folder_arguments(p, resume_help='continue the search in --out from its checkpoints/last.ckpt')
+
+
+def _add_run_folder_arguments(p: argparse.ArgumentParser, resume_help: str) -> None:
+    """``--resume`` / ``--overwrite`` for a command that writes one run into ``--out`` (issue #12)."""
+    if not any('--resume' in a.option_strings for a in p._actions):
+        p.add_argument('--resume', action='store_true', default=None, help=resume_help)
+    p.add_argument('--overwrite', action='store_true',
+                   help='delete the run already in --out (results, checkpoints, logs) and start a new one')
 
 
 def _run_search(args: argparse.Namespace) -> int:
     from .search import SearchSettings, run_search
     fields = SearchSettings.__dataclass_fields__
     settings = SearchSettings(**{k: v for k, v in vars(args).items() if k in fields})
-    result = run_search(settings)
+    result = run_search(settings, resume=bool(args.resume), overwrite=args.overwrite)
     print(result.headline())
     print(f'arch: {result.out / "arch.json"}\nsummary: {result.out / "summary.json"}')
     return 0
@@ -67,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='python -m nni_darts_ext',
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('-v', '--verbose', action='store_true')
+    parser.add_argument('--debug', action='store_true', help='show the Python traceback of an error')
     sub = parser.add_subparsers(dest='command', required=True)
     p = sub.add_parser('search', help='search an architecture', formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_search_arguments(p)
@@ -85,7 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         module.add_arguments(p)
         p.set_defaults(func=module.run)
+    for p in sub.choices.values():  # `search ... --debug` as well as `--debug search ...`
+        p.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help='show the traceback of an error')
     return parser
+
+
+#: Errors of the user's input or environment: one line, exit code 2 (anything else is a bug: exit code 1).
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, PermissionError, NotADirectoryError,
+               IsADirectoryError, FileExistsError)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -94,6 +111,18 @@ def main(argv: Optional[List[str]] = None) -> int:
                         format='[%(asctime)s] %(levelname)s %(name)s: %(message)s')
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print('error: interrupted', file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
         print(f'error: {err}', file=sys.stderr)
         return 2
+    except Exception as err:  # noqa: BLE001 -- a bug: one line, the traceback with --debug
+        if args.debug:
+            raise
+        print(f'error: {type(err).__name__}: {err} (run again with --debug for the traceback)', file=sys.stderr)
+        return 1

@@ -308,12 +308,13 @@ def _resume_point(out: Path, arch: Dict[str, Any], dataset: str, config: Retrain
     Refuses a checkpoint of another arch, dataset or recipe: the schedule (cosine T_max, drop-path ramp) and the
     weights' shapes come from them.
     """
+    from .rundir import load_checkpoint
     last = out / 'checkpoints' / 'last.ckpt'
     if not last.is_file():
         return None, None
-    saved = torch.load(last, map_location='cpu', weights_only=False)
+    saved = load_checkpoint(last)  # a truncated file: an error naming it and --overwrite
     hparams = saved.get('hyper_parameters', {})
-    remedy = 'pass another out folder, or resume=False (--no-resume) to start over in this one.'
+    remedy = 'pass another --out, or --overwrite (overwrite=True) to delete that run and start over in this one.'
     if hparams.get('arch') is not None and hparams['arch'] != arch:
         raise ValueError(f'{last} was trained for a different architecture; {remedy}')
     if hparams.get('dataset') not in (None, dataset):
@@ -329,7 +330,7 @@ def _resume_point(out: Path, arch: Dict[str, Any], dataset: str, config: Retrain
 
 def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist',
             out: Union[str, Path] = 'runs/retrain', *, preset: Optional[str] = None,
-            config: Optional[RetrainConfig] = None, resume: bool = True,
+            config: Optional[RetrainConfig] = None, resume: bool = True, overwrite: bool = False,
             train_loader: Any = None, test_loader: Any = None, callbacks: Sequence[pl.Callback] = (),
             data_dir: Optional[str] = None, progress_bar: bool = False, plots: bool = True,
             **overrides: Any) -> RetrainResult:
@@ -345,7 +346,10 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
         The recipe: ``config`` (default :class:`RetrainConfig`, the DARTS recipe), then ``PRESETS[preset]``, then
         keyword overrides (``epochs=3`` ...); unknown keys raise ``ValueError``.
     resume
-        Continue from ``out/checkpoints/last.ckpt`` when it exists (it must be of the same arch).
+        Continue from ``out/checkpoints/last.ckpt`` when it exists (it must be of the same arch, dataset and
+        recipe). ``False``: ``out`` must hold no run (issue #12: one run per folder).
+    overwrite
+        Delete the run in ``out`` (results, checkpoints, logs) before starting a new one.
     train_loader, test_loader
         Replace the dataset's loaders (e.g. ``FakeData``); ``dataset`` still gives shapes and classes.
     callbacks
@@ -361,7 +365,9 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
     arch, genotype, source = resolve_arch(arch)
     info = get_info(dataset)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from . import rundir
+    folder = rundir.check_run_folder(out, resume='auto' if resume else False, overwrite=overwrite, command='train')
+    ckpt_path, resumed_from = _resume_point(out, arch, info.name, config) if folder.resume_from else (None, None)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     model = build_model(arch, info, config)
     params, params_aux = count_parameters(model), count_parameters(model, auxiliary=True)
@@ -375,15 +381,19 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
         if test_loader is None:
             test_loader = test_dataloader(info, subset=config.test_subset, seed=config.seed, root=data_dir,
                                           num_workers=config.num_workers)
+    # every check passed: from here on the run writes into ``out``
+    rundir.prepare_run_folder(folder)
     save_arch(arch, out / 'arch.json')
     files = {'arch': str(out / 'arch.json')}
     if plots:
-        from .viz import PlotError, plot_genotype
+        from .viz import plot_genotype
         try:
             files.update(plot_genotype(genotype, out))
-        except PlotError as err:
+        except Exception as err:  # noqa: BLE001 -- a picture is never worth a lost run
             _logger.warning('No cell pictures: %s', err)
-    ckpt_path, resumed_from = _resume_point(out, arch, info.name, config) if resume else (None, None)
+    status = {'finished': False, 'seed': config.seed, 'versions': rundir.versions()}
+    rundir.atomic_write_json(out / 'summary.json', {**status, 'status': 'running', 'arch': arch, 'dataset': info.name,
+                                                    'config': dataclasses.asdict(config)})
     sampler = getattr(train_loader, 'sampler', None)
     if resumed_from and isinstance(sampler, SeededRandomSampler):
         sampler.epoch = resumed_from  # the shuffling continues where it stopped instead of replaying epoch 0
@@ -392,10 +402,16 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
     trainer = _trainer(config, out, callbacks, progress_bar, min(batches, config.limit_train_batches or batches))
     start = time.time()
     _logger.info('retrain %s on %s: %s%s', source, info.name, config, f' (resuming {ckpt_path})' if ckpt_path else '')
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=test_loader,
-                ckpt_path=str(ckpt_path) if ckpt_path else None)
-    epochs_done, global_step = trainer.current_epoch, trainer.global_step
-    metrics = trainer.test(module, dataloaders=test_loader, verbose=False)[0]
+    try:
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=test_loader,
+                    ckpt_path=str(ckpt_path) if ckpt_path else None)
+        epochs_done, global_step = trainer.current_epoch, trainer.global_step
+        metrics = trainer.test(module, dataloaders=test_loader, verbose=False)[0]
+    except BaseException as err:
+        message = 'interrupted' if isinstance(err, KeyboardInterrupt) else f'{type(err).__name__}: {err}'
+        rundir.atomic_write_json(out / 'summary.json', {**status, 'status': 'failed', 'error': message})
+        rundir.atomic_write_text(out / 'summary.txt', f'FAILED: {message}\n')
+        raise
     result = RetrainResult(
         arch=arch, genotype=genotype, source=source, dataset=info.name, config=config, epochs_done=epochs_done,
         global_step=global_step, seconds=time.time() - start, train_seconds_total=module.elapsed(),
@@ -403,8 +419,9 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
         params_with_auxiliary=params_aux, flops=flops, out=out, resumed_from_epoch=resumed_from,
         files={**files, 'logs': str(out / 'logs'), 'checkpoints': str(out / 'checkpoints'),
                'summary': str(out / 'summary.json')})
-    _write_json(out / 'summary.json', result.summary())
-    (out / 'summary.txt').write_text(result.headline() + '\n')
+    rundir.atomic_write_json(out / 'summary.json', {**result.summary(), **status, 'finished': result.epochs_done
+                                                    >= config.epochs, 'status': 'finished'})
+    rundir.atomic_write_text(out / 'summary.txt', result.headline() + '\n')
     return result
 
 
@@ -417,6 +434,8 @@ def _trainer(config: RetrainConfig, out: Path, callbacks: Sequence[pl.Callback],
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from .rundir import AtomicCheckpointIO
+
     # save_top_k=1 without a monitor keeps the newest epoch's file; last.ckpt is what a new call resumes from
     checkpoint = ModelCheckpoint(dirpath=out / 'checkpoints', filename='epoch{epoch:03d}',
                                  auto_insert_metric_name=False, save_last=True, every_n_epochs=1,
@@ -426,6 +445,7 @@ def _trainer(config: RetrainConfig, out: Path, callbacks: Sequence[pl.Callback],
         logger=TensorBoardLogger(save_dir=str(out), name='logs', version=''), default_root_dir=str(out),
         callbacks=[checkpoint, LearningRateMonitor(logging_interval='epoch'), *callbacks],
         enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
+        plugins=[AtomicCheckpointIO()],
         log_every_n_steps=max(1, min(10, batches_per_epoch)),
         check_val_every_n_epoch=max(1, config.val_every_n_epochs))
     if not config.val_every_n_epochs:
@@ -475,7 +495,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--num-workers', type=int, default=None)
     p.add_argument('--contiguous', dest='channels_last', action='store_false', default=None,
                    help='do not use the channels_last memory format (default: channels_last on CPU only)')
-    p.add_argument('--no-resume', dest='resume', action='store_false', help='ignore an existing last.ckpt')
+    p.add_argument('--no-resume', dest='resume', action='store_false',
+                   help='do not resume: --out must hold no run (or pass --overwrite)')
+    p.add_argument('--overwrite', action='store_true',
+                   help='delete the run already in --out (results, checkpoints, logs) and start a new one')
     p.add_argument('--no-plots', dest='plots', action='store_false', help='do not draw the cells')
     p.add_argument('--data-dir', default=None)
     p.add_argument('--threads', type=int, default=None,
@@ -490,7 +513,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = retrain(args.arch or args.genotype, dataset=args.dataset, out=args.out, preset=args.preset,
-                     resume=args.resume, data_dir=args.data_dir, progress_bar=args.progress_bar, plots=args.plots,
+                     resume=args.resume, overwrite=args.overwrite, data_dir=args.data_dir, progress_bar=args.progress_bar, plots=args.plots,
                      **overrides)
     print(result.headline())
     print(f'summary: {result.out / "summary.json"}')

@@ -9,7 +9,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,29 +219,46 @@ def _callbacks(out: Path, extra: Sequence[Any]) -> List[Any]:
             *extra]
 
 
-def run_search(settings: SearchSettings, callbacks: Sequence[Any] = ()) -> SearchResult:
-    """Run the search of ``settings`` and write its outputs; returns the result."""
+# Settings that may differ between a search and its resumption (issue #12).
+RESUME_FREE_SETTINGS = ('out', 'progress_bar', 'num_workers', 'data_dir')
+
+
+def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resume: Any = False,
+               overwrite: bool = False) -> SearchResult:
+    """Run the search of ``settings`` and write its outputs; returns the result.
+
+    ``resume=True`` continues the run in ``settings.out`` from ``checkpoints/last.ckpt`` (same settings, or a
+    ``RunFolderError`` lists the changed ones); ``'auto'`` resumes when there is a checkpoint. ``overwrite=True``
+    deletes the run in ``settings.out`` first. Without either, a folder holding another run is refused
+    (:mod:`nni_darts_ext.rundir`). A run that diverges raises :class:`~nni_darts_ext.guards.DivergenceError`.
+    """
     import pytorch_lightning as pl
     from nni.nas.execution import SequentialExecutionEngine
     from nni.nas.space import RawFormatModelSpace
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from . import rundir
     from .callbacks import export_probs
     from .data import get_info
     from .evaluator import search_evaluator
+    from .guards import DivergenceGuard
     from .oneshot.decision import decision_summary, describe_decision, edge_products
 
     settings = settings.resolved()
     get_info(settings.dataset)  # unknown names fail before anything is written
     out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = rundir.check_run_folder(out, resume=resume, overwrite=overwrite)
+    record = _resume_check(folder, settings)
     pl.seed_everything(settings.seed, workers=True, verbose=False)
     space = build_space(settings)
     strategy = build_strategy(settings)
+    guard = DivergenceGuard({'--lr': settings.learning_rate, '--arc-lr': settings.arc_learning_rate})
+    state = rundir.ResumeState(record)
     trainer_kwargs = dict(
         logger=TensorBoardLogger(save_dir=str(out), name='logs', version=''),
-        callbacks=_callbacks(out, callbacks), enable_progress_bar=settings.progress_bar,
-        default_root_dir=str(out), log_every_n_steps=1, num_sanity_val_steps=0)
+        callbacks=_callbacks(out, [guard, state, *callbacks]), enable_progress_bar=settings.progress_bar,
+        default_root_dir=str(out), log_every_n_steps=1, num_sanity_val_steps=0,
+        plugins=[rundir.AtomicCheckpointIO()])
     if settings.limit_train_batches:
         trainer_kwargs['limit_train_batches'] = settings.limit_train_batches
     evaluator = search_evaluator(
@@ -250,10 +266,33 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = ()) -> Searc
         seed=settings.seed, root=settings.data_dir, max_epochs=settings.epochs, learning_rate=settings.learning_rate,
         learning_rate_min=settings.learning_rate_min, augment=settings.augment, num_workers=settings.num_workers,
         **trainer_kwargs)
+    state.loaders = [evaluator.train_dataloaders, evaluator.val_dataloaders]
+    if hasattr(strategy, 'run_dir'):  # P-DARTS: a checkpoint folder and a record file per stage
+        strategy.run_dir, strategy.run_settings = out, record
+    if folder.resume_from is not None:  # the run's own checkpoint holds NNI objects (labels), not only tensors
+        evaluator.fit_kwargs['weights_only'] = False
     _logger.info('search: %s', settings)
     start = time.time()
     strategy.initialize(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
-    strategy.run()
+    # every check passed: from here on the run writes into ``out``
+    rundir.prepare_run_folder(folder)
+    status = {'finished': False, 'seed': settings.seed, 'versions': rundir.versions(), 'settings': record}
+    if folder.resume_from is not None:
+        _logger.info('search: resuming %s', folder.resume_from)
+        strategy.load_state_dict({'run_dir': str(out)} if hasattr(strategy, 'run_dir') else
+                                 {'ckpt_path': str(folder.resume_from)})
+        status['resumed_from'] = str(folder.resume_from)
+    rundir.atomic_write_json(out / 'summary.json', {**status, 'status': 'running'})
+    try:
+        strategy.run()
+    except BaseException as err:
+        reported = guard.explain(err)
+        message = 'interrupted' if isinstance(err, KeyboardInterrupt) else str(reported)
+        rundir.atomic_write_json(out / 'summary.json', {**status, 'status': 'failed', 'error': message})
+        rundir.atomic_write_text(out / 'summary.txt', f'FAILED: {message}\n')
+        if reported is not err:
+            raise reported from err
+        raise
     arch = next(iter(strategy.list_models())).sample
     seconds = time.time() - start
     module = strategy.search_module
@@ -274,12 +313,49 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = ()) -> Searc
                           history=[{**h, 'genotype': str(h.get('genotype'))} for h in history], extra=extra)
     (_logger.info if all(c['decided'] for c in decision.values()) else _logger.warning)(
         'search: %s', extra['decision_text'])
-    _draw_result(result, module)
-    save_arch(arch, out / 'arch.json')
-    (out / 'genotype.txt').write_text(str(genotype) + '\n')
-    _write_json(out / 'summary.json', {**result.summary(), 'history': _jsonable(result.history)})
-    (out / 'summary.txt').write_text(result.headline() + '\n' + extra['decision_text'] + '\n')
+    _save_result(result, status)  # the results first: a picture that fails must not lose them
+    try:
+        _draw_result(result, module)
+    except Exception as err:  # noqa: BLE001 -- pictures are a convenience; the search result is saved
+        _logger.warning('No pictures: %s: %s', type(err).__name__, err)
+    _save_result(result, status)  # again, with the pictures' files
     return result
+
+
+def _save_result(result: SearchResult, status: Dict[str, Any]) -> None:
+    from . import rundir
+    out = result.out
+    save_arch(result.arch, out / 'arch.json')
+    rundir.atomic_write_text(out / 'genotype.txt', str(result.genotype) + '\n')
+    rundir.atomic_write_json(out / 'summary.json', {
+        **result.summary(), **{k: v for k, v in status.items() if k != 'settings'}, 'finished': True,
+        'status': 'finished', 'history': _jsonable(result.history)})
+    rundir.atomic_write_text(out / 'summary.txt', '\n'.join(
+        filter(None, [result.headline(), result.extra.get('decision_text')])) + '\n')
+
+
+def _resume_check(folder: Any, settings: SearchSettings) -> Dict[str, Any]:
+    """The settings recorded with the run; for a resume, refuse a corrupt checkpoint or changed settings."""
+    from . import rundir
+    record = _jsonable(dataclasses.asdict(settings))
+    if folder.resume_from is None:
+        return record
+    if folder.resume_from.suffix == '.json':  # P-DARTS between two stages: the finished stage's record
+        try:
+            saved = json.loads(folder.resume_from.read_text()).get('settings')
+        except (OSError, ValueError, AttributeError) as err:
+            raise rundir.RunFolderError(f'{folder.resume_from} cannot be read ({err}); pass --overwrite to start '
+                                        f'a new search in {folder.path}.') from None
+    else:
+        saved = rundir.saved_settings(rundir.load_checkpoint(folder.resume_from))
+    if saved is None:
+        raise rundir.RunFolderError(f'{folder.resume_from} records no search settings (not a checkpoint of '
+                                    f'`search`); pass --overwrite to start a new search in {folder.path}.')
+    changed = rundir.compare_settings(saved, record, free=RESUME_FREE_SETTINGS)
+    if changed:
+        raise rundir.RunFolderError(f'Cannot resume {folder.path} with other settings: {"; ".join(changed)}. Resume '
+                                    'with the settings of the run, or pass --overwrite to start a new search there.')
+    return record
 
 
 def _draw_result(result: SearchResult, module: Any) -> None:
@@ -295,9 +371,3 @@ def _draw_result(result: SearchResult, module: Any) -> None:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
-
-
-def _write_json(path: Path, data: Dict[str, Any]) -> None:
-    tmp = path.with_suffix('.json.tmp')
-    tmp.write_text(json.dumps(_jsonable(data), indent=2))
-    os.replace(tmp, path)

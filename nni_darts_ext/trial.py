@@ -291,7 +291,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     reporter = NniReporter(channel, parameter_id, trial_job_id)
     try:
-        result = run_search(settings, callbacks=[reporter])
+        # under nnictl a restarted trial continues its own run in $NNI_OUTPUT_DIR (issue #12)
+        resume, overwrite = bool(args.resume), args.overwrite
+        if under_nni and not (resume or overwrite):  # the trial's own folder: continue it, or start it again
+            from .rundir import resume_point
+            resume, overwrite = ('auto', False) if resume_point(settings.out) else (False, True)
+        result = run_search(settings, callbacks=[reporter], resume=resume, overwrite=overwrite)
     except KeyboardInterrupt:
         return _fail('interrupted', 130)
     except (ValueError, FileNotFoundError, FloatingPointError) as err:  # bad settings, missing data, divergence

@@ -262,10 +262,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     genotype = resolve_genotype(args.arch)
     out = Path(args.out) if args.out else (Path(args.arch).parent if Path(args.arch).is_file() else Path('plots'))
+    if out.exists() and not out.is_dir():
+        raise ValueError(f'--out {out} is a file, not a folder; pass the folder for the pictures.')
+    created = not out.exists()
     try:
         files = plot_genotype(genotype, out, prefix=args.prefix, formats=tuple(args.formats))
-    except PlotError as err:
-        raise ValueError(str(err)) from None
+    except Exception as err:
+        if created:  # a failed command leaves nothing behind
+            import shutil
+            shutil.rmtree(out, ignore_errors=True)
+        if isinstance(err, PlotError):
+            raise ValueError(str(err)) from None
+        raise
     print(f'genotype: {genotype}')
     for name, path in files.items():
         print(f'{name}: {path}')

@@ -7,7 +7,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from nni.nas.evaluator.pytorch import DataLoader
-from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 
 from nni_darts_ext import DartsCellSpace
 from nni_darts_ext.data import search_dataloaders, test_dataloader

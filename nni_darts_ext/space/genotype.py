@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections import namedtuple
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
@@ -162,13 +161,8 @@ def validate_arch(arch: Dict[str, Any], space_labels: Dict[str, Any], source: st
 
 def save_arch(arch: Dict[str, Any], path: os.PathLike | str) -> Path:
     """Write an arch dict as JSON (atomically: a crash never leaves a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile('w', dir=path.parent, suffix='.tmp', delete=False) as f:
-        json.dump(arch, f, indent=2, sort_keys=True)
-        tmp = f.name
-    os.replace(tmp, path)
-    return path
+    from ..rundir import atomic_write_text  # a new file's usual mode (0644), unlike tempfile's 0600
+    return atomic_write_text(path, json.dumps(arch, indent=2, sort_keys=True))
 
 
 def load_arch(path: os.PathLike | str, space: Any = None) -> Dict[str, Any]:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import gc
+import json
 import logging
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -66,6 +68,15 @@ class PDartsStageRecord:
         result = dataclasses.asdict(self)
         result['genotype'] = None if self.genotype is None else self.genotype._asdict()
         return result
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> 'PDartsStageRecord':
+        """The record of :meth:`to_dict` (read back from a stage file of a resumed search)."""
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if data.get('genotype') is not None:
+            data['genotype'] = Genotype(**data['genotype'])
+        data['skip_dropout_schedule'] = [tuple(x) for x in data.get('skip_dropout_schedule', [])]
+        return cls(**data)
 
 
 @dataclass
@@ -176,6 +187,11 @@ class PDartsStrategy(DartsStrategy):
         self._datamodule_fns: Optional[Tuple[Any, Any]] = None
         self._genotype_history: List[Dict[str, Any]] = []  # every stage's per-epoch entries, shared by the modules
         self._final_space: Any = None
+        # Set by run_search (issue #12): every stage checkpoints into run_dir/checkpoints/stage<n>/ and writes its
+        # record to run_dir/stages/stage<n>.json when it ends; load_state_dict({'run_dir': ...}) resumes from them.
+        self.run_dir: Optional[Path] = None
+        self.run_settings: Optional[Dict[str, Any]] = None
+        self._resuming = False
 
     def extra_repr(self) -> str:
         return (f'cells={list(self.cells)}, num_ops={list(self.num_ops)}, skip_dropout={list(self.skip_dropout)}, '
@@ -242,8 +258,19 @@ class PDartsStrategy(DartsStrategy):
         user_space = self.model_space.model_space
         evaluator = self.model_space.evaluator
         candidates = self.check_space(user_space)
+        done = self._saved_stages() if self._resuming else []
         for index, num_cells in enumerate(self.cells):
             final = index == len(self.cells) - 1
+            if index < len(done) and not final:  # finished before the search was stopped: its record is on disk
+                record, saved = done[index]
+                self.result.stages.append(record)
+                candidates = {label: list(names) for label, names in record.kept_ops.items()}
+                self._genotype_history[:] = saved.get('history', [])
+                torch.set_rng_state(torch.tensor(saved['rng_state'], dtype=torch.uint8))
+                for sampler, epoch in zip(self._samplers(evaluator), saved.get('sampler_epochs', [])):
+                    sampler.epoch = epoch  # the data order continues
+                _logger.info('P-DARTS stage %d: restored from %s', index + 1, self._stage_file(index))
+                continue
             self._stage = PDartsStage(
                 index=index, num_stages=len(self.cells), num_cells=num_cells,
                 candidates={label: tuple(names) for label, names in candidates.items()},
@@ -261,7 +288,44 @@ class PDartsStrategy(DartsStrategy):
                 del module, weights, names
                 self._release(self._mutated_model_space)
             self.result.stages.append(record)
+            self._save_stage(record)
         self._finish(module)
+
+    # --- stage files (issue #12) ----------------------------------------------------------------------------------
+    def _stage_dir(self, index: int) -> Optional[Path]:
+        return None if self.run_dir is None else Path(self.run_dir) / 'checkpoints' / f'stage{index + 1}'
+
+    def _stage_file(self, index: int) -> Optional[Path]:
+        return None if self.run_dir is None else Path(self.run_dir) / 'stages' / f'stage{index + 1}.json'
+
+    def _save_stage(self, record: PDartsStageRecord) -> None:
+        """Write the finished stage's record, surviving ops, history and random state (atomically)."""
+        path = self._stage_file(record.stage - 1)
+        if path is None:
+            return
+        from ..rundir import atomic_write_json
+        atomic_write_json(path, {**record.to_dict(), 'settings': self.run_settings,
+                                 'history': json.loads(json.dumps(self._genotype_history, default=str)),
+                                 'rng_state': torch.get_rng_state().tolist(),
+                                 'sampler_epochs': [s.epoch for s in self._samplers(self.model_space.evaluator)]})
+
+    @staticmethod
+    def _samplers(evaluator: Any) -> List[Any]:
+        """The seeded samplers (with an ``epoch`` counter) of the evaluator's two data halves."""
+        samplers = [getattr(loader, 'sampler', None) for loader in (evaluator.train_dataloaders,
+                                                                    evaluator.val_dataloaders)]
+        return [s for s in samplers if s is not None and isinstance(getattr(s, 'epoch', None), int)]
+
+    def _saved_stages(self) -> List[Tuple[PDartsStageRecord, Dict[str, Any]]]:
+        """The consecutive finished stages on disk, from stage 1."""
+        done = []
+        for index in range(len(self.cells)):
+            path = self._stage_file(index)
+            if path is None or not path.is_file():
+                break
+            saved = json.loads(path.read_text())
+            done.append((PDartsStageRecord.from_dict(saved), saved))
+        return done
 
     @staticmethod
     def _release(stage_space: Optional[RawFormatModelSpace]) -> None:
@@ -300,10 +364,20 @@ class PDartsStrategy(DartsStrategy):
         module = type(module)(*module.trace_args, **module.trace_kwargs) if is_traceable(module) \
             else copy.deepcopy(module)
         trainer = evaluator.trainer
-        trainer = type(trainer)(*trainer.trace_args, **{**trainer.trace_kwargs, 'max_epochs': self.epochs_per_stage})
+        trainer_kwargs = {**trainer.trace_kwargs, 'max_epochs': self.epochs_per_stage}
         fit_kwargs = dict(evaluator.fit_kwargs or {})
         if fit_kwargs.pop('ckpt_path', None) is not None:
             _logger.warning('PDartsStrategy ignores the evaluator\'s ckpt_path: every stage trains a new supernet.')
+        stage_dir = self._stage_dir(self._stage.index) if self._stage is not None else None
+        if stage_dir is not None:  # each stage checkpoints into its own folder
+            from pytorch_lightning.callbacks import ModelCheckpoint
+            trainer_kwargs['callbacks'] = [
+                ModelCheckpoint(dirpath=stage_dir, save_last=True, every_n_epochs=1)
+                if isinstance(cb, ModelCheckpoint) else cb for cb in trainer_kwargs.get('callbacks') or []]
+            if self._resuming and (stage_dir / 'last.ckpt').is_file():
+                fit_kwargs.update(ckpt_path=str(stage_dir / 'last.ckpt'), weights_only=False)
+                _logger.info('P-DARTS stage %d: resuming %s', self._stage.index + 1, stage_dir / 'last.ckpt')
+        trainer = type(trainer)(*trainer.trace_args, **trainer_kwargs)
         if evaluator.datamodule is not None and self._datamodule_fns is not None:
             # mutate_evaluator patches these methods; restore the user's before it wraps them again
             evaluator.datamodule.train_dataloader, evaluator.datamodule.val_dataloader = self._datamodule_fns
@@ -344,10 +418,15 @@ class PDartsStrategy(DartsStrategy):
                      self.result.genotype)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """A P-DARTS search cannot be resumed mid-way (each stage builds a new supernet): it starts at stage 1."""
-        if state_dict.get('ckpt_path'):
-            _logger.warning('PDartsStrategy cannot resume from %s: the search starts again at stage 1.',
-                            state_dict['ckpt_path'])
+        """``{'run_dir': out}`` resumes the search written there (:attr:`run_dir`): finished stages are read from
+        their stage files, the running stage continues from its ``checkpoints/stage<n>/last.ckpt``. A plain
+        ``ckpt_path`` cannot resume P-DARTS (each stage builds a new supernet): the search starts at stage 1."""
+        if state_dict.get('run_dir'):
+            self.run_dir = Path(state_dict['run_dir'])
+            self._resuming = True
+        elif state_dict.get('ckpt_path'):
+            _logger.warning('PDartsStrategy cannot resume from %s: the search starts again at stage 1 (pass '
+                            "{'run_dir': <the search's out folder>}).", state_dict['ckpt_path'])
 
     # --- results ------------------------------------------------------------------------------------------------------
     @property
