@@ -929,11 +929,14 @@ class SeededRandomSampler(Sampler[int]):
         return self.num_samples
 
 
-def _loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int) -> DataLoader:
+def _loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int,
+            pin_memory: bool = False) -> DataLoader:
     from nni.nas.evaluator.pytorch import DataLoader as TracedDataLoader
 
     n = len(dataset)  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {"batch_size": batch_size, "num_workers": num_workers}
+    if pin_memory:  # on a GPU only (accel.pin_memory): page-locked batches for asynchronous copies
+        kwargs["pin_memory"] = True
     if shuffle:
         kwargs["sampler"] = SeededRandomSampler(n, seed)
         kwargs["drop_last"] = n > batch_size
@@ -949,6 +952,7 @@ def search_dataloaders(
     root: str | os.PathLike[str] | None = None,
     num_workers: int = 0,
     train_portion: float = 0.5,
+    pin_memory: bool = False,
 ) -> tuple[DataLoader, DataLoader]:
     """NNI-traced loaders of the DARTS search split (see :func:`search_split`).
 
@@ -971,6 +975,8 @@ def search_dataloaders(
         Worker processes per loader.
     train_portion : float
         Fraction of the images that trains the weights.
+    pin_memory : bool
+        Page-locked batches (for a GPU).
 
     Returns
     -------
@@ -980,8 +986,8 @@ def search_dataloaders(
     """
     weight_set, arch_set = search_split(name, subset=subset, seed=seed, root=root, train_portion=train_portion)
     return (
-        _loader(weight_set, batch_size, shuffle=True, seed=seed, num_workers=num_workers),
-        _loader(arch_set, batch_size, shuffle=True, seed=seed + 1, num_workers=num_workers),
+        _loader(weight_set, batch_size, shuffle=True, seed=seed, num_workers=num_workers, pin_memory=pin_memory),
+        _loader(arch_set, batch_size, shuffle=True, seed=seed + 1, num_workers=num_workers, pin_memory=pin_memory),
     )
 
 
@@ -995,6 +1001,7 @@ def train_dataloader(
     num_workers: int = 0,
     augment: bool = True,
     cutout: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """NNI-traced, shuffled loader of the whole training set for retraining (:func:`train_set`).
 
@@ -1023,7 +1030,7 @@ def train_dataloader(
         The loader.
     """
     ds = train_set(name, subset=subset, seed=seed, root=root, augment=augment, cutout=cutout)
-    return _loader(ds, batch_size, shuffle=True, seed=seed, num_workers=num_workers)
+    return _loader(ds, batch_size, shuffle=True, seed=seed, num_workers=num_workers, pin_memory=pin_memory)
 
 
 def test_dataloader(
@@ -1034,6 +1041,7 @@ def test_dataloader(
     seed: int = 0,
     root: str | os.PathLike[str] | None = None,
     num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """NNI-traced loader of the test set (:func:`test_set`), in order, keeping every image.
 
@@ -1058,7 +1066,7 @@ def test_dataloader(
         The loader.
     """
     ds = test_set(name, subset=subset, seed=seed, root=root)
-    return _loader(ds, batch_size, shuffle=False, seed=seed, num_workers=num_workers)
+    return _loader(ds, batch_size, shuffle=False, seed=seed, num_workers=num_workers, pin_memory=pin_memory)
 
 
 # Keep pytest from collecting the public test_* helpers when a test module star-imports them.

@@ -55,11 +55,12 @@ class DartsClassification(Lightning):
 def search_evaluator(dataset: str = 'fashion-mnist', *, batch_size: int = 64, subset: Optional[int] = None,
                      seed: int = 0, root: Optional[str] = None, max_epochs: int = 50, learning_rate: float = 0.025,
                      learning_rate_min: float = 0.001, momentum: float = 0.9, weight_decay: float = 3e-4,
-                     **trainer_kwargs: Any) -> DartsClassification:
+                     num_workers: int = 0, pin_memory: bool = False, **trainer_kwargs: Any) -> DartsClassification:
     """The DARTS search evaluator on a named dataset's search split (half the training set each for w and α)."""
     from .data import get_info, search_dataloaders
     info = get_info(dataset)
-    train_loader, val_loader = search_dataloaders(dataset, batch_size=batch_size, subset=subset, seed=seed, root=root)
+    train_loader, val_loader = search_dataloaders(dataset, batch_size=batch_size, subset=subset, seed=seed, root=root,
+                                                  num_workers=num_workers, pin_memory=pin_memory)
     trainer_kwargs.setdefault('enable_model_summary', False)
     return DartsClassification(info.num_classes, learning_rate, momentum, weight_decay, learning_rate_min,
                                train_dataloaders=train_loader, val_dataloaders=val_loader, max_epochs=max_epochs,

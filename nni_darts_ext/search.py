@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 
+from . import accel
 from .space.genotype import arch_to_genotype, count_skips, save_arch
 from .space.network import DartsCellSpace
 
@@ -77,6 +78,10 @@ class SearchSettings:
     data_dir: Optional[str] = None
     out: str = 'runs/search'
     progress_bar: bool = True
+    accelerator: str = 'auto'       # Lightning's names (accel.py); on a GPU also cudnn.benchmark and pinned memory
+    devices: Any = 'auto'
+    precision: str = '32-true'      # e.g. 'bf16-mixed' (the finite-difference HVP stays in float32: bilevel.py)
+    compile: bool = False           # torch.compile the supernet (opt-in: slow to compile, pays on a GPU)
 
     def resolved(self) -> 'SearchSettings':
         """Fill the ``None`` fields from the preset and the strategy's reference recipe."""
@@ -197,16 +202,20 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = ()) -> Searc
     pl.seed_everything(settings.seed, workers=True, verbose=False)
     space = build_space(settings)
     strategy = build_strategy(settings)
+    device_kwargs = accel.trainer_kwargs(settings.accelerator, settings.devices, settings.precision)
+    if settings.compile:
+        callbacks = [*callbacks, accel.CompileSupernet()]
     trainer_kwargs = dict(
         logger=TensorBoardLogger(save_dir=str(out), name='logs', version=''),
         callbacks=_callbacks(out, callbacks), enable_progress_bar=settings.progress_bar,
-        default_root_dir=str(out), log_every_n_steps=1, num_sanity_val_steps=0)
+        default_root_dir=str(out), log_every_n_steps=1, num_sanity_val_steps=0, **device_kwargs)
     if settings.limit_train_batches:
         trainer_kwargs['limit_train_batches'] = settings.limit_train_batches
     evaluator = search_evaluator(
         settings.dataset, batch_size=settings.batch_size, subset=settings.subset, seed=settings.seed,
         root=settings.data_dir, max_epochs=settings.epochs, learning_rate=settings.learning_rate,
-        learning_rate_min=settings.learning_rate_min, **trainer_kwargs)
+        learning_rate_min=settings.learning_rate_min, num_workers=settings.num_workers,
+        pin_memory=accel.pin_memory(settings.accelerator), **trainer_kwargs)
     _logger.info('search: %s', settings)
     start = time.time()
     strategy.initialize(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
