@@ -67,3 +67,22 @@ def test_search_runs_in_bf16_mixed_on_cpu(tmp_path, quiet_lightning, strategy, o
     torch.set_num_threads(1)
     result = run_search(settings)
     assert result.genotype is not None and result.summary()['settings']['precision'] == 'bf16-mixed'
+
+
+@pytest.mark.slow
+def test_compile_supernet_callback_compiles_in_place(tmp_path, quiet_lightning):
+    """The --compile path on a tiny search; the 'eager' backend traces with dynamo but skips code generation, which
+    takes minutes on a CPU (the default inductor backend is what a GPU run uses)."""
+    from nni_darts_ext.search import run_search
+    compiled = []
+
+    class Spy(accel.CompileSupernet):
+        def on_fit_start(self, trainer, pl_module):
+            super().on_fit_start(trainer, pl_module)
+            compiled.append(pl_module.training_module.model)
+
+    settings = SearchSettings(strategy='darts', preset='tiny', subset=64, width=4, cells=3, limit_train_batches=1,
+                              out=str(tmp_path), progress_bar=False, accelerator='cpu', devices=1)
+    torch.set_num_threads(1)
+    run_search(settings, callbacks=[Spy(backend='eager')])
+    assert compiled and compiled[0]._compiled_call_impl is not None and compiled[0]._nni_darts_compiled
