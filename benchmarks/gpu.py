@@ -13,7 +13,7 @@ PC-DARTS (50 epochs) and P-DARTS (25 epochs per stage, each stage at its own ste
 (weight-only: PC-DARTS 15 of 50, P-DARTS 10 of 25) are counted as full steps, so the projection is an upper bound;
 the per-epoch validation pass is not counted.
 
-    python benchmarks/gpu.py                  # on a GPU machine (~5-10 min); without a GPU: says so, exits 0
+    python benchmarks/gpu.py                  # on a GPU machine (<= --budget 480 s of runs); no GPU: says so, exits 0
     python benchmarks/gpu.py --cpu-dry-run    # tiny sizes on the CPU (tests the script)
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import datetime
 import json
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -92,13 +93,28 @@ def markdown(results: Dict[str, Any]) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def _write(out: Path, args: argparse.Namespace, torch_version: str, steps: int, warmup: int,
+           runs: Dict[str, Any]) -> Dict[str, Any]:
+    results = dict(date=datetime.datetime.now().isoformat(timespec='seconds'),
+                   device=device_name('cpu' if args.cpu_dry_run else 'gpu'), machine=platform.node(),
+                   torch=torch_version, dry_run=args.cpu_dry_run, steps=steps, warmup=warmup, runs=runs,
+                   paper_gpu_days=PAPER_GPU_DAYS)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    out.with_suffix('.md').write_text(markdown(results))
+    return results
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--cpu-dry-run', action='store_true', help='tiny sizes on the CPU, to test the script')
-    parser.add_argument('--steps', type=int, default=None, help='timed steps per run (default 100; dry run 1)')
-    parser.add_argument('--warmup', type=int, default=None, help='untimed steps first (default 10; dry run 1)')
+    parser.add_argument('--steps', type=int, default=None, help='timed steps per run (default 50; dry run 1)')
+    parser.add_argument('--warmup', type=int, default=None,
+                        help='untimed steps first, compilation included (default 5; dry run 1)')
     parser.add_argument('--compile-in-dry-run', action='store_true', help='also compile on the CPU (minutes)')
     parser.add_argument('--timeout', type=float, default=240, help='seconds per run before it is recorded as failed')
+    parser.add_argument('--budget', type=float, default=480,
+                        help='seconds for all runs: the runs left when it is spent are recorded as skipped')
     parser.add_argument('--only', nargs='*', default=None, help='run only these configuration keys (name/precision)')
     parser.add_argument('--out', default=None, help='JSON output (default benchmarks/results/gpu.json; the .md beside)')
     args = parser.parse_args(argv)
@@ -108,13 +124,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         print('no GPU: torch.cuda.is_available() is False, nothing measured (run on a GPU machine, or test the '
               'script with --cpu-dry-run)')
         return 0
-    steps = args.steps or (1 if args.cpu_dry_run else 100)
-    warmup = args.warmup if args.warmup is not None else (1 if args.cpu_dry_run else 10)
+    steps = args.steps or (1 if args.cpu_dry_run else 50)
+    warmup = args.warmup if args.warmup is not None else (1 if args.cpu_dry_run else 5)
     specs = plan(args.cpu_dry_run, steps, warmup, args.compile_in_dry_run)
     if args.only:
+        unknown = sorted(set(args.only) - set(specs))
+        if unknown:
+            parser.error(f'--only: unknown configuration(s) {unknown}; allowed: {sorted(specs)}')
         specs = {k: v for k, v in specs.items() if k in args.only}
     runs: Dict[str, Any] = {}
+    out = Path(args.out or ROOT / 'benchmarks' / 'results' / 'gpu.json')
+    start = time.time()
     for key, spec in specs.items():
+        if time.time() - start > args.budget:
+            runs[key] = dict(spec=spec, error=f'skipped: the {args.budget:.0f} s budget was spent')
+            continue
         try:
             result = run_spec({k: v for k, v in spec.items() if v is not None}, fresh=True, timeout=args.timeout)
             result['projected_gpu_hours'] = projected_hours(key.split('/')[0], result)
@@ -124,14 +148,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             result = dict(spec=spec, error=f'{type(err).__name__}: {err}')
             print(f'{key:32s} FAILED {result["error"][-300:]}', flush=True)
         runs[key] = result
-    results = dict(date=datetime.datetime.now().isoformat(timespec='seconds'),
-                   device=device_name('cpu' if args.cpu_dry_run else 'gpu'), machine=platform.node(),
-                   torch=torch.__version__, dry_run=args.cpu_dry_run, steps=steps, warmup=warmup, runs=runs,
-                   paper_gpu_days=PAPER_GPU_DAYS)
-    out = Path(args.out or ROOT / 'benchmarks' / 'results' / 'gpu.json')
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
-    out.with_suffix('.md').write_text(markdown(results))
+        _write(out, args, torch.__version__, steps, warmup, runs)  # after every run: a lost lease keeps the others
+    results = _write(out, args, torch.__version__, steps, warmup, runs)
     print(markdown(results))
     print(f'written {out}, {out.with_suffix(".md")}')
     return 0

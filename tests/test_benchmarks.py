@@ -52,7 +52,7 @@ def test_gpu_script_without_gpu_exits_cleanly(tmp_path):
 @pytest.mark.slow
 def test_gpu_script_cpu_dry_run(tmp_path):
     _run('benchmarks/gpu.py', '--cpu-dry-run', '--only', 'darts_order1/bf16-mixed', 'pcdarts_k4/32-true',
-         'pdarts/32-true', '--out', str(tmp_path / 'gpu.json'))
+         'pdarts/32-true', '--timeout', '900', '--budget', '2000', '--out', str(tmp_path / 'gpu.json'))
     results = json.loads((tmp_path / 'gpu.json').read_text())
     assert results['dry_run'] and set(results['runs']) == {'darts_order1/bf16-mixed', 'pcdarts_k4/32-true',
                                                           'pdarts/32-true'}
