@@ -1,6 +1,7 @@
 """Per-step time of DartsStrategy (order 1 and 2) against NNI 3.0's built-in DARTS, measured in one run.
 
-Every configuration runs the real search step (the strategy's Lightning module driven by a Lightning Trainer) in a
+Superseded by ``python -m benchmarks speed`` (interleaved repeats); kept for its two sizes. Every configuration
+runs the real search step (the strategy's Lightning module driven by a Lightning Trainer) in a
 fresh subprocess, on the same space, batch and data, one after the other; the first steps are warm-up and not
 timed. Ratios are taken between configurations of this run only (the machines are noisy: no absolute targets).
 
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+if __package__ in (None, ''):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import _measure  # noqa: E402
 
 CONFIGS = {
     'nni_darts': dict(strategy='nni', order=1, channels_last=False),
@@ -32,50 +36,13 @@ SIZES = {
 
 
 def measure(size: str, config: str, steps: int, warmup: int) -> dict:
-    """Run in a child process: time `steps` search steps after `warmup` untimed ones."""
-    import pytorch_lightning as pl
-    import torch
-    from nni.nas.evaluator.pytorch import DataLoader
-    from nni.nas.strategy import DARTS
-
-    from nni_darts_ext import DartsCellSpace, DartsStrategy
-    from nni_darts_ext.evaluator import DartsClassification
-
+    """Run in a child process: time `steps` search steps after `warmup` untimed ones (``benchmarks._measure``)."""
     s, c = SIZES[size], CONFIGS[config]
-    torch.manual_seed(0)
-    n = s['batch'] * (steps + warmup)
-    if s['dataset']:
-        from nni_darts_ext.data import search_split
-        train_set, val_set = search_split(s['dataset'], subset=2 * n, seed=0)
-    else:
-        x = torch.randn(2 * n, s['channels'], s['image'], s['image'])
-        y = torch.randint(0, 10, (2 * n,))
-        train_set = torch.utils.data.TensorDataset(x[:n], y[:n])
-        val_set = torch.utils.data.TensorDataset(x[n:], y[n:])
-    space = DartsCellSpace(width=s['width'], num_cells=s['cells'], in_channels=s['channels'], image_size=s['image'])
-    times = []
-
-    class Timer(pl.Callback):
-        def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            times.append(time.perf_counter() - self.start)
-
-    evaluator = DartsClassification(
-        10, train_dataloaders=DataLoader(train_set, batch_size=s['batch']),
-        val_dataloaders=DataLoader(val_set, batch_size=s['batch']), max_epochs=1,
-        limit_train_batches=steps + warmup, limit_val_batches=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[Timer()])
-    if c['strategy'] == 'nni':
-        strategy = DARTS(gradient_clip_val=5.0)
-    else:
-        strategy = DartsStrategy(order=c['order'], channels_last=c['channels_last'])
-    strategy.mutate_model(space)
-    lightning = strategy.mutate_evaluator(evaluator)
-    lightning.evaluate(space)
-    timed = times[warmup:]
-    return {'size': size, 'config': config, 'step_seconds': statistics.median(timed), 'all': times}
+    spec = dict(strategy='nni' if c['strategy'] == 'nni' else 'darts', order=c['order'],
+                channels_last=c['channels_last'], width=s['width'], cells=s['cells'], batch=s['batch'],
+                channels=s['channels'], image=s['image'], dataset=s['dataset'], steps=steps, warmup=warmup)
+    fit = _measure.measure(spec)['fits'][0]
+    return {'size': size, 'config': config, 'step_seconds': fit['step_time'], 'all': fit['times']}
 
 
 def main() -> None:

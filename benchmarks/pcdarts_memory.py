@@ -8,7 +8,8 @@ training_step`` = ``arch_step`` (first order: forward + backward on the architec
 ``weight_step`` (forward + backward on the weight batch, SGD). Random tensors stand in for CIFAR-10 (offline
 machine; neither memory nor time depends on pixel values); ``num_workers=0`` keeps all memory in one process.
 
-How memory is measured: every configuration runs in a **fresh subprocess**. A Lightning callback, at
+How memory is measured (``benchmarks/_measure.py``, shared with ``python -m benchmarks``): every configuration runs
+in a **fresh subprocess**. A Lightning callback, at
 ``on_train_start`` (supernet built and mutated, weights moved to the memory format, optimisers created, data
 tensors allocated), resets the kernel's peak-RSS counter (``echo 5 > /proc/self/clear_refs``) and reads the
 current RSS (``VmRSS``); at ``on_train_end`` it reads the peak RSS since the reset (``VmHWM``). Activation memory =
@@ -32,99 +33,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
-import time
-from typing import Dict, List
+from pathlib import Path
 
-CHANNELS, CLASSES = 3, 10
+if __package__ in (None, ''):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._measure import measure  # noqa: E402
 
-def _status() -> Dict[str, int]:
-    """VmRSS / VmHWM of this process in bytes."""
-    values = {}
-    with open('/proc/self/status') as f:
-        for line in f:
-            key, _, rest = line.partition(':')
-            if key in ('VmRSS', 'VmHWM'):
-                values[key] = int(rest.split()[0]) * 1024
-    return values
-
-
-def _reset_peak() -> bool:
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
+CHANNELS = 3
 
 
 def child(strategy_name: str, memory_format: str, steps: int, k: int, threads: int, width: int = 16, cells: int = 8,
           batch: int = 64, image: int = 32) -> dict:
-    import torch
-    torch.set_num_threads(threads)
-    import logging
-    for name in ('pytorch_lightning', 'lightning', 'nni'):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    import pytorch_lightning as pl
-    from nni.nas.experiment import NasExperiment
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from nni_darts_ext import DartsCellSpace
-    from nni_darts_ext.evaluator import DartsClassification
-    from nni_darts_ext.strategies.darts import DartsStrategy
-    from nni_darts_ext.strategies.pcdarts import PcDartsStrategy
-
-    torch.manual_seed(0)
-    n = batch * steps
-
-    def loader():
-        data = TensorDataset(torch.randn(n, CHANNELS, image, image), torch.randint(0, CLASSES, (n,)))
-        return DataLoader(data, batch_size=batch, shuffle=False, num_workers=0)
-
-    class Probe(pl.Callback):
-        def __init__(self):
-            self.times: List[float] = []
-            self.cpu_times: List[float] = []
-            self.baseline = self.peak = 0
-            self.reset_ok = False
-
-        def on_train_start(self, trainer, pl_module):
-            import gc
-            gc.collect()
-            self.reset_ok = _reset_peak()
-            self.baseline = _status()['VmRSS']
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            self._t, self._c = time.perf_counter(), time.process_time()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.times.append(time.perf_counter() - self._t)
-            self.cpu_times.append(time.process_time() - self._c)
-
-        def on_train_end(self, trainer, pl_module):
-            self.peak = (_status()['VmHWM'] if self.reset_ok
-                         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-
-    probe = Probe()
-    space = DartsCellSpace(width=width, num_cells=cells, in_channels=CHANNELS, image_size=image, num_classes=CLASSES)
-    evaluator = DartsClassification(CLASSES, train_dataloaders=loader(), val_dataloaders=loader(), max_epochs=1,
-                                    limit_train_batches=steps, limit_val_batches=0, num_sanity_val_steps=0,
-                                    enable_progress_bar=False, enable_model_summary=False, logger=False,
-                                    enable_checkpointing=False, callbacks=[probe])
-    common = dict(order=1, warmup_epochs=0, channels_last=memory_format == 'channels_last')
-    strategy = PcDartsStrategy(k=k, **common) if strategy_name == 'pcdarts' else DartsStrategy(**common)
-    NasExperiment(space, evaluator, strategy).run()
-    assert len(probe.times) == steps, probe.times
+    """One configuration in this process, measured by ``benchmarks._measure.measure`` (step 1 is the warm-up)."""
+    spec = dict(strategy=strategy_name, order=1, k=k, channels_last=memory_format == 'channels_last', width=width,
+                cells=cells, batch=batch, channels=CHANNELS, image=image, steps=max(steps - 1, 0), warmup=1,
+                threads=threads)
+    result = measure(spec)
+    fit = result['fits'][0]
     return {'strategy': strategy_name, 'memory_format': memory_format, 'k': k if strategy_name == 'pcdarts' else None,
-            'baseline_rss': probe.baseline, 'peak_rss': probe.peak, 'activation_bytes': probe.peak - probe.baseline,
-            'peak_reset': probe.reset_ok, 'step_times': probe.times, 'step_cpu_times': probe.cpu_times,
-            'step_time': statistics.median(probe.times[1:] or probe.times),
-            'step_cpu_time': statistics.median(probe.cpu_times[1:] or probe.cpu_times), 'threads': threads,
-            'loadavg_at_end': os.getloadavg()[0]}
+            'baseline_rss': fit['baseline'], 'peak_rss': fit['peak'], 'activation_bytes': fit['activation_bytes'],
+            'peak_reset': fit['peak_reset'], 'step_times': fit['times'], 'step_cpu_times': fit['cpu_times'],
+            'step_time': fit['step_time'], 'step_cpu_time': fit['step_cpu_time'], 'threads': threads,
+            'loadavg_at_end': result['loadavg']}
 
 
 def run_config(strategy_name: str, memory_format: str, args) -> dict:

@@ -44,6 +44,9 @@ def _add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--data-dir', default=None, help='dataset root (default $NNI_DARTS_EXT_DATA or ~/.cache)')
     p.add_argument('--out', default='runs/search', help='output folder')
     p.add_argument('--no-progress-bar', dest='progress_bar', action='store_false')
+    from .accel import add_arguments as add_device_arguments
+    add_device_arguments(p)
+    p.set_defaults(accelerator='auto', devices='auto', precision='32-true', compile=False)
     _add_run_folder_arguments(p, resume_help='continue the search in --out from its checkpoints/last.ckpt')
 
 

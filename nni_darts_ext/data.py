@@ -935,11 +935,14 @@ class SeededRandomSampler(Sampler[int]):
         return self.num_samples
 
 
-def _loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int) -> DataLoader:
+def _loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int,
+            pin_memory: bool = False) -> DataLoader:
     from nni.nas.evaluator.pytorch import DataLoader as TracedDataLoader
 
     n = len(dataset)  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {"batch_size": batch_size, "num_workers": num_workers}
+    if pin_memory:  # on a GPU only (accel.pin_memory): page-locked batches for asynchronous copies
+        kwargs["pin_memory"] = True
     if shuffle:
         kwargs["sampler"] = SeededRandomSampler(n, seed)
         kwargs["drop_last"] = n > batch_size
@@ -956,6 +959,7 @@ def search_dataloaders(
     num_workers: int = 0,
     train_portion: float = 0.5,
     augment: bool = True,
+    pin_memory: bool = False,
 ) -> tuple[DataLoader, DataLoader]:
     """NNI-traced loaders of the DARTS search split (see :func:`search_split`).
 
@@ -980,6 +984,8 @@ def search_dataloaders(
         Fraction of the images that trains the weights.
     augment : bool
         Augment both halves (random crop, flip where allowed), as the reference searches do.
+    pin_memory : bool
+        Page-locked batches (for a GPU).
 
     Returns
     -------
@@ -990,8 +996,8 @@ def search_dataloaders(
     weight_set, arch_set = search_split(name, subset=subset, seed=seed, root=root, train_portion=train_portion,
                                         augment=augment)
     return (
-        _loader(weight_set, batch_size, shuffle=True, seed=seed, num_workers=num_workers),
-        _loader(arch_set, batch_size, shuffle=True, seed=seed + 1, num_workers=num_workers),
+        _loader(weight_set, batch_size, shuffle=True, seed=seed, num_workers=num_workers, pin_memory=pin_memory),
+        _loader(arch_set, batch_size, shuffle=True, seed=seed + 1, num_workers=num_workers, pin_memory=pin_memory),
     )
 
 
@@ -1005,6 +1011,7 @@ def train_dataloader(
     num_workers: int = 0,
     augment: bool = True,
     cutout: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """NNI-traced, shuffled loader of the whole training set for retraining (:func:`train_set`).
 
@@ -1033,7 +1040,7 @@ def train_dataloader(
         The loader.
     """
     ds = train_set(name, subset=subset, seed=seed, root=root, augment=augment, cutout=cutout)
-    return _loader(ds, batch_size, shuffle=True, seed=seed, num_workers=num_workers)
+    return _loader(ds, batch_size, shuffle=True, seed=seed, num_workers=num_workers, pin_memory=pin_memory)
 
 
 def test_dataloader(
@@ -1044,6 +1051,7 @@ def test_dataloader(
     seed: int = 0,
     root: str | os.PathLike[str] | None = None,
     num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """NNI-traced loader of the test set (:func:`test_set`), in order, keeping every image.
 
@@ -1068,7 +1076,7 @@ def test_dataloader(
         The loader.
     """
     ds = test_set(name, subset=subset, seed=seed, root=root)
-    return _loader(ds, batch_size, shuffle=False, seed=seed, num_workers=num_workers)
+    return _loader(ds, batch_size, shuffle=False, seed=seed, num_workers=num_workers, pin_memory=pin_memory)
 
 
 # Keep pytest from collecting the public test_* helpers when a test module star-imports them.

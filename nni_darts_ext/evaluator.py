@@ -84,7 +84,8 @@ def search_evaluator(dataset: str = 'fashion-mnist', *, recipe: str = 'darts', b
                      subset: Optional[int] = None, seed: int = 0, root: Optional[str] = None, max_epochs: int = 50,
                      learning_rate: Optional[float] = None, learning_rate_min: Optional[float] = None,
                      momentum: float = 0.9, weight_decay: float = 3e-4, augment: bool = True,
-                     num_workers: int = 0, **trainer_kwargs: Any) -> DartsClassification:
+                     num_workers: int = 0, pin_memory: bool = False,
+                     **trainer_kwargs: Any) -> DartsClassification:
     """A search evaluator on a named dataset's search split (half the training set each for w and α).
 
     ``recipe`` picks the reference weight recipe of a strategy (:data:`WEIGHT_RECIPES`: ``'darts'``, ``'pdarts'``,
@@ -101,7 +102,8 @@ def search_evaluator(dataset: str = 'fashion-mnist', *, recipe: str = 'darts', b
     chosen.update({key: value for key, value in overrides.items() if value is not None})
     info = get_info(dataset)
     train_loader, val_loader = search_dataloaders(dataset, batch_size=chosen['batch_size'], subset=subset, seed=seed,
-                                                  root=root, augment=augment, num_workers=num_workers)
+                                                  root=root, augment=augment, num_workers=num_workers,
+                                                  pin_memory=pin_memory)
     trainer_kwargs.setdefault('enable_model_summary', False)
     return DartsClassification(info.num_classes, chosen['learning_rate'], momentum, weight_decay,
                                chosen['learning_rate_min'], train_dataloaders=train_loader,

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import accel
 from .data import DatasetInfo, SeededRandomSampler, get_info
 from .space.genotype import (Genotype, arch_to_genotype, genotype_from_name, genotype_to_arch, load_arch, save_arch,
                              validate_arch)
@@ -69,6 +70,10 @@ class RetrainConfig:
     seed: int = 0
     channels_last: Optional[bool] = None  # None: on CPU only (faster convolutions there; 10 % slower on an H200)
     num_workers: int = 0
+    accelerator: str = 'auto'        # Lightning's names (accel.py); on a GPU also cudnn.benchmark and pinned memory
+    devices: Any = 'auto'
+    precision: str = '32-true'       # e.g. 'bf16-mixed'
+    compile: bool = False            # torch.compile the network (opt-in)
 
     def __post_init__(self):
         for name in ('width', 'cells', 'epochs', 'batch_size'):
@@ -298,7 +303,8 @@ class RetrainResult:
 
 
 # Settings that may change between a run and its resumption (everything else must match the checkpoint).
-_RESUME_FREE = ('num_workers', 'val_every_n_epochs', 'channels_last')
+_RESUME_FREE = ('num_workers', 'val_every_n_epochs', 'channels_last', 'accelerator', 'devices', 'precision',
+                'compile')
 
 
 def _resume_point(out: Path, arch: Dict[str, Any], dataset: str, config: RetrainConfig
@@ -377,10 +383,12 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
         if train_loader is None:
             train_loader = train_dataloader(
                 info, batch_size=config.batch_size, subset=config.subset, seed=config.seed, root=data_dir,
-                num_workers=config.num_workers, augment=config.augment, cutout=config.cutout)
+                num_workers=config.num_workers, augment=config.augment, cutout=config.cutout,
+                pin_memory=accel.pin_memory(config.accelerator))
         if test_loader is None:
             test_loader = test_dataloader(info, subset=config.test_subset, seed=config.seed, root=data_dir,
-                                          num_workers=config.num_workers)
+                                          num_workers=config.num_workers,
+                                          pin_memory=accel.pin_memory(config.accelerator))
     # every check passed: from here on the run writes into ``out``
     rundir.prepare_run_folder(folder)
     save_arch(arch, out / 'arch.json')
@@ -447,7 +455,10 @@ def _trainer(config: RetrainConfig, out: Path, callbacks: Sequence[pl.Callback],
         enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=max(1, min(10, batches_per_epoch)),
-        check_val_every_n_epoch=max(1, config.val_every_n_epochs))
+        check_val_every_n_epoch=max(1, config.val_every_n_epochs),
+        **accel.trainer_kwargs(config.accelerator, config.devices, config.precision))
+    if config.compile:
+        kwargs['callbacks'].append(accel.CompileSupernet())
     if not config.val_every_n_epochs:
         kwargs['limit_val_batches'] = 0  # evaluate once, on the test set after training
     if config.limit_train_batches:
@@ -505,10 +516,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='torch CPU threads (default: torch\'s choice; on a machine shared with other jobs, 1 can be '
                         'several times faster than oversubscribed cores)')
     p.add_argument('--no-progress-bar', dest='progress_bar', action='store_false')
+    accel.add_arguments(p)
+
+
+_DEVICE_FIELDS = ('accelerator', 'devices', 'precision', 'compile')
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = {k: getattr(args, k) for k in (*_CLI_FIELDS, 'augment', 'channels_last')
+    overrides = {k: getattr(args, k) for k in (*_CLI_FIELDS, 'augment', 'channels_last', *_DEVICE_FIELDS)
                  if getattr(args, k, None) is not None}
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 
+from . import accel
 from .evaluator import WEIGHT_RECIPES
 from .space.genotype import arch_to_genotype, count_skips, save_arch
 from .space.network import DartsCellSpace
@@ -112,6 +113,10 @@ class SearchSettings:
     data_dir: Optional[str] = None
     out: str = 'runs/search'
     progress_bar: bool = True
+    accelerator: str = 'auto'       # Lightning's names (accel.py); on a GPU also cudnn.benchmark and pinned memory
+    devices: Any = 'auto'
+    precision: str = '32-true'      # e.g. 'bf16-mixed' (the finite-difference HVP stays in float32: bilevel.py)
+    compile: bool = False           # torch.compile the supernet (opt-in: slow to compile, pays on a GPU)
 
     def resolved(self) -> 'SearchSettings':
         """Fill the ``None`` fields from the preset and the strategy's reference recipe."""
@@ -254,18 +259,21 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     strategy = build_strategy(settings)
     guard = DivergenceGuard({'--lr': settings.learning_rate, '--arc-lr': settings.arc_learning_rate})
     state = rundir.ResumeState(record)
+    device_kwargs = accel.trainer_kwargs(settings.accelerator, settings.devices, settings.precision)
+    if settings.compile:
+        callbacks = [*callbacks, accel.CompileSupernet()]
     trainer_kwargs = dict(
         logger=TensorBoardLogger(save_dir=str(out), name='logs', version=''),
         callbacks=_callbacks(out, [guard, state, *callbacks]), enable_progress_bar=settings.progress_bar,
         default_root_dir=str(out), log_every_n_steps=1, num_sanity_val_steps=0,
-        plugins=[rundir.AtomicCheckpointIO()])
+        plugins=[rundir.AtomicCheckpointIO()], **device_kwargs)
     if settings.limit_train_batches:
         trainer_kwargs['limit_train_batches'] = settings.limit_train_batches
     evaluator = search_evaluator(
         settings.dataset, recipe=settings.strategy, batch_size=settings.batch_size, subset=settings.subset,
         seed=settings.seed, root=settings.data_dir, max_epochs=settings.epochs, learning_rate=settings.learning_rate,
         learning_rate_min=settings.learning_rate_min, augment=settings.augment, num_workers=settings.num_workers,
-        **trainer_kwargs)
+        pin_memory=accel.pin_memory(settings.accelerator), **trainer_kwargs)
     state.loaders = [evaluator.train_dataloaders, evaluator.val_dataloaders]
     if hasattr(strategy, 'run_dir'):  # P-DARTS: a checkpoint folder and a record file per stage
         strategy.run_dir, strategy.run_settings = out, record

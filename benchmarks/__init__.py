@@ -1,0 +1,1 @@
+"""Benchmarks of the search: ``python -m benchmarks`` (see ``benchmarks/__main__.py``) and ``benchmarks/gpu.py``."""

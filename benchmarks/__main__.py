@@ -1,0 +1,91 @@
+"""``python -m benchmarks``: every benchmark in one command; ``results.json`` and the generated ``results.md``.
+
+    python -m benchmarks                 # full: speed, memory, growth, whole P-DARTS search, quality (hours)
+    python -m benchmarks --quick         # speed, memory, growth within ~15 min on 2 cores; quality from file
+    python -m benchmarks --smoke         # seconds (CI); values are not meaningful
+    python -m benchmarks speed memory    # some parts only -> results_speed_memory.{json,md}
+    python -m benchmarks --preset reference speed memory   # at the papers' search size (hours, ~9 GB)
+
+Configurations compared in a ratio run interleaved (A B C A B C ...), each run in a fresh process (except
+``--smoke``); the median over the repeats is reported with its spread. Speed and memory are two readings of the
+same runs. Method details: ``benchmarks/_measure.py``. The GPU figures come from ``benchmarks/gpu.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from benchmarks import report, suite
+from benchmarks._measure import ROOT, device_name
+
+PARTS = ('speed', 'memory', 'growth', 'pdarts', 'quality')
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m benchmarks', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('parts', nargs='*', default=[], metavar='PART',
+                        help=f'some of {", ".join(PARTS)} (default: all)')
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument('--quick', action='store_true', help='quick preset; quality read from --quality-json')
+    mode.add_argument('--smoke', action='store_true', help='smoke preset (seconds, in-process)')
+    mode.add_argument('--preset', choices=sorted(suite.PRESETS), default=None, help='size preset (default full)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='torch threads per run (1: steadiest on a 2-core machine shared with other jobs)')
+    parser.add_argument('--repeats', type=int, default=None, help='interleaved repeats (default: the preset\'s)')
+    parser.add_argument('--out', default=str(ROOT / 'benchmarks'), help='folder of results.json / results.md')
+    parser.add_argument('--quality-json', default=str(ROOT / 'benchmarks' / 'results' / 'quality.json'))
+    args = parser.parse_args(argv)
+    unknown = [p for p in args.parts if p not in PARTS]
+    if unknown:
+        parser.error(f'unknown part(s) {unknown}; allowed: {list(PARTS)}')
+
+    preset_name = 'smoke' if args.smoke else 'quick' if args.quick else args.preset or 'full'
+    preset = dict(suite.PRESETS[preset_name])
+    if args.repeats:
+        preset['repeats'] = args.repeats
+    full = preset_name in ('full', 'reference') and not args.parts
+    parts = args.parts or list(PARTS)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = 'results' if not args.parts else 'results_' + '_'.join(args.parts)
+    start = time.time()
+    sections: Dict[str, Any] = {}
+
+    runs = None
+    if {'speed', 'memory'} & set(parts) or ('pdarts' in parts and not full):
+        runs = suite.step_runs(preset, args.threads)
+    if 'speed' in parts:
+        sections['speed'] = suite.speed(runs)
+    if 'memory' in parts:
+        sections['memory'] = suite.memory(runs, preset['fresh'])
+    if 'growth' in parts:
+        sections['growth'] = suite.growth(preset, args.threads)
+    if 'pdarts' in parts:
+        sections['pdarts'] = suite.pdarts_wall_time(runs, whole_search=full, out_dir=out)
+    if 'quality' in parts:
+        sections['quality'] = suite.quality(Path(args.quality_json), run_benchmark=full)
+
+    results: Dict[str, Any] = dict(
+        **suite.headline(sections), device=device_name('cpu'),
+        date=datetime.datetime.now().isoformat(timespec='seconds'),
+        preset=preset_name, machine=f'{platform.node()} ({platform.machine()}, Python {platform.python_version()})',
+        wall_seconds=time.time() - start, command=' '.join(['python -m benchmarks', *(argv or sys.argv[1:])]),
+        threads=args.threads, sizes=preset, growth_plot=None, sections=sections)
+    if 'growth' in sections:
+        results['growth_plot'] = str(report.plot_growth(sections['growth'], out / f'{stem}_growth.png'))
+    (out / f'{stem}.json').write_text(json.dumps(results, indent=2, default=str))
+    (out / f'{stem}.md').write_text(report.markdown(results))
+    print(report.markdown(results))
+    print(f'written {out / f"{stem}.json"}, {out / f"{stem}.md"}', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

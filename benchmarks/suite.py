@@ -1,0 +1,201 @@
+"""The parts of ``python -m benchmarks``: speed, memory, growth, the P-DARTS wall time and the quality figures.
+
+Every part returns a JSON-able section; :func:`headline` turns the sections into the top-level fields of
+``results.json``. Measurements come from :mod:`benchmarks._measure` (fresh process per run, interleaved repeats).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from benchmarks._measure import ROOT, fit_exponent, interleaved, summarise
+
+__all__ = ['PRESETS', 'SPEED_CONFIGS', 'speed', 'memory', 'growth', 'pdarts_wall_time', 'quality', 'headline']
+
+# Sizes. ``shape`` = (channels, image); steps are timed after ``warmup`` untimed ones, in every run.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    # Seconds, for CI: in-process runs (memory figures are not meaningful), one timed step.
+    'smoke': dict(width=16, cells=3, batch=4, shape=(1, 8), stage_cells=(3, 3, 3), steps=1, warmup=0, repeats=2,
+                  growth_repeats=1, fresh=False, growth=dict(batch=(2, 4, 8))),
+    # Within 15 minutes on 2 CPU cores: speed, memory and growth at a small size.
+    'quick': dict(width=16, cells=5, batch=32, shape=(3, 16), stage_cells=(3, 4, 5), steps=2, warmup=1, repeats=3,
+                  growth_repeats=1, fresh=True, growth=dict(batch=(16, 32, 64), width=(8, 16, 32), cells=(3, 5, 8))),
+    # The CLI's cpu search preset (5 cells, batch 64, 1x28x28 as Fashion-MNIST) at C=16 (PC-DARTS K=8 needs an even
+    # C/K), plus the whole P-DARTS search and the quality benchmark: hours on 2 cores.
+    'full': dict(width=16, cells=5, batch=64, shape=(1, 28), stage_cells=(3, 4, 5), steps=3, warmup=1, repeats=3,
+                 growth_repeats=2, fresh=True, growth=dict(batch=(32, 64, 128), width=(8, 16, 32), cells=(3, 5, 8))),
+    # The papers' search network (C=16, 8 cells, batch 64, 3x32x32; P-DARTS 5/11/17 cells): hours, ~9 GB of RAM.
+    'reference': dict(width=16, cells=8, batch=64, shape=(3, 32), stage_cells=(5, 11, 17), steps=3, warmup=1,
+                      repeats=2, growth_repeats=1, fresh=True,
+                      growth=dict(batch=(32, 64, 128), width=(8, 16, 32), cells=(5, 8, 11))),
+}
+
+# name -> strategy settings; all at the preset's space, batch and data.
+SPEED_CONFIGS: Dict[str, Dict[str, Any]] = {
+    'nni_darts': dict(strategy='nni', channels_last=False),
+    'order1': dict(strategy='darts', order=1),
+    'order2': dict(strategy='darts', order=2),
+    'pcdarts_k2': dict(strategy='pcdarts', k=2),
+    'pcdarts_k4': dict(strategy='pcdarts', k=4),
+    'pcdarts_k8': dict(strategy='pcdarts', k=8),
+    'pdarts': dict(strategy='pdarts'),  # one run, one fit per stage
+}
+GROWTH_CONFIGS = ('order1', 'pcdarts_k4')
+
+
+def _spec(preset: Mapping[str, Any], config: Mapping[str, Any], threads: int, **size: Any) -> Dict[str, Any]:
+    channels, image = preset['shape']
+    spec = dict(width=preset['width'], cells=preset['cells'], batch=preset['batch'], channels=channels, image=image,
+                stage_cells=list(preset['stage_cells']), steps=preset['steps'], warmup=preset['warmup'],
+                threads=threads, channels_last=True)
+    spec.update(config)
+    spec.update(size)
+    return spec
+
+
+def _print_run(name: str, result: Dict[str, Any]) -> None:
+    fits = result['fits']
+    times = ', '.join(f'{f["step_time"]:.3f}' for f in fits)
+    mem = ', '.join(f'{f["activation_bytes"] / 2**20:.0f}' for f in fits)
+    print(f'  {name:26s} step {times} s, activation {mem} MiB (load {result["loadavg"]:.1f})', flush=True)
+
+
+def _stage_names(runs: List[Dict[str, Any]]) -> List[str]:
+    return [f'pdarts_stage{i + 1}' for i in range(len(runs[0]['fits']))]
+
+
+def _per_config(runs: Mapping[str, List[Dict[str, Any]]], key: str) -> Dict[str, List[float]]:
+    """config (P-DARTS split into its stages) -> the value of ``key`` in every repeat."""
+    values: Dict[str, List[float]] = {}
+    for name, results in runs.items():
+        if name == 'pdarts':
+            for i, stage in enumerate(_stage_names(results)):
+                values[stage] = [r['fits'][i][key] for r in results]
+        else:
+            values[name] = [r['fits'][0][key] for r in results]
+    return values
+
+
+def step_runs(preset: Mapping[str, Any], threads: int, configs: Optional[Mapping[str, Any]] = None
+              ) -> Dict[str, List[Dict[str, Any]]]:
+    """The interleaved runs behind both the speed and the memory part (the same steps, measured once)."""
+    configs = SPEED_CONFIGS if configs is None else configs
+    specs = {name: _spec(preset, config, threads) for name, config in configs.items()}
+    print(f'step runs: {len(specs)} configurations x {preset["repeats"]} repeats, interleaved; C={preset["width"]}, '
+          f'{preset["cells"]} cells, batch {preset["batch"]}, {preset["shape"][0]}x{preset["shape"][1]}x'
+          f'{preset["shape"][1]}; {preset["steps"]} timed steps after {preset["warmup"]}', flush=True)
+    return interleaved(specs, preset['repeats'], preset['fresh'], _print_run)
+
+
+def speed(runs: Mapping[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
+    """Per-step time (median over repeats of each run's median step) and its ratio to NNI's DARTS."""
+    stats = {name: summarise(v) for name, v in _per_config(runs, 'step_time').items()}
+    nni = stats['nni_darts']['median']
+    for name, s in stats.items():
+        s['ratio_vs_nni'] = s['median'] / nni
+        print(f'  speed {name:15s} {s["median"]:8.3f} s/step  x{s["ratio_vs_nni"]:.2f} NNI  '
+              f'(spread {s["spread"]:.0%}: {", ".join(f"{v:.3f}" for v in s["runs"])})', flush=True)
+    return dict(unit='seconds per search step (arch step + weight step)', configs=stats)
+
+
+def memory(runs: Mapping[str, List[Dict[str, Any]]], fresh: bool) -> Dict[str, Any]:
+    """Peak activation memory (median over repeats) and its ratio to DARTS order 1."""
+    stats = {name: summarise(v) for name, v in _per_config(runs, 'activation_bytes').items()}
+    darts = stats['order1']['median']
+    for name, s in stats.items():
+        s['ratio_vs_order1'] = s['median'] / darts if darts > 0 else None
+        ratio = 'n/a' if s['ratio_vs_order1'] is None else f'{s["ratio_vs_order1"]:.2f}'
+        print(f'  memory {name:15s} {s["median"] / 2**20:8.1f} MiB  x{ratio} DARTS order 1', flush=True)
+    method = ('peak RSS (VmHWM after clear_refs) minus RSS at on_train_start, fresh process per run'
+              if fresh else 'in-process peak RSS minus RSS at on_train_start (smoke: not comparable)')
+    spec = next(iter(runs.values()))[0]['spec']
+    if spec.get('accelerator', 'cpu') in ('gpu', 'cuda'):
+        method = 'torch.cuda.max_memory_allocated minus memory_allocated at on_train_start'
+    return dict(unit='bytes', method=method, configs=stats)
+
+
+def growth(preset: Mapping[str, Any], threads: int) -> Dict[str, Any]:
+    """Step time and activation memory of DARTS order 1 and PC-DARTS K=4 along batch, width C and cells."""
+    specs: Dict[str, Dict[str, Any]] = {}
+    for dim, points in preset['growth'].items():
+        for x in points:
+            for config in GROWTH_CONFIGS:
+                specs[f'{config}/{dim}={x}'] = _spec(preset, SPEED_CONFIGS[config], threads, **{dim: x})
+    print(f'growth: {len(specs)} runs x {preset["growth_repeats"]} repeats, interleaved', flush=True)
+    runs = interleaved(specs, preset['growth_repeats'], preset['fresh'], _print_run)
+    out: Dict[str, Any] = {}
+    for config in GROWTH_CONFIGS:
+        out[config] = {}
+        for dim, points in preset['growth'].items():
+            times = [statistics.median(r['step_time'] for r in runs[f'{config}/{dim}={x}']) for x in points]
+            mems = [statistics.median(r['activation_bytes'] for r in runs[f'{config}/{dim}={x}']) for x in points]
+            a_time, a_mem = fit_exponent(points, times), fit_exponent(points, mems)
+            out[config][dim] = dict(points=list(points), step_time=times, activation_bytes=mems,
+                                    exponent_time=a_time, exponent_memory=a_mem)
+            fmt = lambda a: 'n/a' if a is None else f'{a:.2f}'  # noqa: E731
+            print(f'  growth {config:11s} {dim:6s} time ~ x^{fmt(a_time)}, memory ~ x^{fmt(a_mem)}', flush=True)
+    return out
+
+
+def pdarts_wall_time(runs: Mapping[str, List[Dict[str, Any]]], whole_search: bool, out_dir: Path) -> Dict[str, Any]:
+    """P-DARTS / DARTS wall time: the whole searches (``benchmarks/pdarts_time.py``) or, without them, an estimate
+    from this run's step times (P-DARTS: the sum of its stages' steps; DARTS: 3 x order 1; same epochs and data,
+    no warm-up in either)."""
+    if whole_search:
+        path = out_dir / 'pdarts_time.json'
+        subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'pdarts_time.py'), '--out', str(path)],
+                       cwd=str(ROOT), check=True)
+        data = json.loads(path.read_text())
+        return dict(ratio=data['ratio'], method='whole searches, benchmarks/pdarts_time.py (digits size)',
+                    file=str(path))
+    stages = [statistics.median(r['fits'][i]['step_time'] for r in runs['pdarts'])
+              for i in range(len(runs['pdarts'][0]['fits']))]
+    darts = statistics.median(r['step_time'] for r in runs['order1'])
+    return dict(ratio=sum(stages) / (len(stages) * darts), stage_step_times=stages, darts_step_time=darts,
+                method='estimate: sum of the P-DARTS stages\' step times / (stages x DARTS order-1 step time), '
+                       'equal epochs per stage, no warm-up')
+
+
+def quality(path: Path, run_benchmark: bool) -> Dict[str, Any]:
+    """The search-quality figures from ``benchmarks/results/quality.json`` (written by ``benchmarks/quality.py``,
+    which ``run_benchmark`` runs first); null values when there is no such file."""
+    script = ROOT / 'benchmarks' / 'quality.py'
+    if run_benchmark and script.is_file():
+        subprocess.run([sys.executable, str(script)], cwd=str(ROOT), check=True)
+    if not path.is_file():
+        print(f'quality: {path} not found; quality fields are null', flush=True)
+        return dict(file=None, found_mean_acc=None, random_median_acc=None, per_strategy={})
+    data = json.loads(path.read_text())
+    found = data.get('found') or {}
+    per_strategy = {name: statistics.mean(r['acc'] for r in rows) for name, rows in found.items() if rows}
+    accs = [r['acc'] for rows in found.values() for r in rows if r.get('acc') is not None]
+    random_median = data.get('random_median_acc')
+    if random_median is None and data.get('random'):
+        random_median = statistics.median(r['acc'] for r in data['random'])
+    return dict(file=str(path), found_mean_acc=statistics.mean(accs) if accs else None,
+                random_median_acc=random_median, per_strategy=per_strategy,
+                searches=sum(len(rows) for rows in found.values()), random_archs=len(data.get('random') or []))
+
+
+def headline(sections: Mapping[str, Any]) -> Dict[str, Optional[float]]:
+    """The top-level ratios of results.json (None where a part did not run)."""
+    def ratio(section: str, a: str, b: str) -> Optional[float]:
+        configs = (sections.get(section) or {}).get('configs') or {}
+        if a not in configs or b not in configs or not configs[b]['median']:
+            return None
+        return configs[a]['median'] / configs[b]['median']
+
+    q = sections.get('quality') or {}
+    return dict(
+        ratio_order1_vs_nni_step_time=ratio('speed', 'order1', 'nni_darts'),
+        ratio_order2_vs_order1_step_time=ratio('speed', 'order2', 'order1'),
+        ratio_pc4_vs_darts_peak_memory=ratio('memory', 'pcdarts_k4', 'order1'),
+        ratio_pc4_vs_darts_step_time=ratio('speed', 'pcdarts_k4', 'order1'),
+        ratio_pdarts_vs_darts_wall_time=(sections.get('pdarts') or {}).get('ratio'),
+        quality_found_mean_acc=q.get('found_mean_acc'),
+        quality_random_median_acc=q.get('random_median_acc'))
+

@@ -1,0 +1,60 @@
+"""CI smoke test of the benchmark suite: ``python -m benchmarks --smoke`` writes every field and the table; the GPU
+script runs its CPU dry run and, without a GPU, exits 0 (values are not checked)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIELDS = ('ratio_order1_vs_nni_step_time', 'ratio_order2_vs_order1_step_time', 'ratio_pc4_vs_darts_peak_memory',
+          'ratio_pc4_vs_darts_step_time', 'ratio_pdarts_vs_darts_wall_time', 'quality_found_mean_acc',
+          'quality_random_median_acc', 'device', 'date', 'preset')
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
+    proc = subprocess.run([sys.executable, *args], cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_every_field_and_the_table(tmp_path):
+    quality = tmp_path / 'quality.json'
+    quality.write_text(json.dumps({'found': {'darts': [{'seed': 0, 'acc': 0.8, 'params': 1000, 'search_seconds': 1.0}],
+                                             'pcdarts': [{'seed': 0, 'acc': 0.9, 'params': 900,
+                                                          'search_seconds': 1.0}]},
+                                   'random': [{'acc': 0.7, 'params': 800}], 'random_median_acc': 0.7}))
+    _run('-m', 'benchmarks', '--smoke', '--out', str(tmp_path), '--quality-json', str(quality))
+    results = json.loads((tmp_path / 'results.json').read_text())
+    missing = [f for f in FIELDS if f not in results]
+    assert not missing, missing
+    assert results['preset'] == 'smoke' and results['quality_found_mean_acc'] == pytest.approx(0.85)
+    assert all(results[f] is not None for f in FIELDS[:5])
+    table = (tmp_path / 'results.md').read_text()
+    assert '| ratio_order1_vs_nni_step_time |' in table and 'pdarts_stage3' in table
+    assert (tmp_path / 'results_growth.png').stat().st_size > 0
+
+
+def test_gpu_script_without_gpu_exits_cleanly(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('a GPU is present: the script would measure')
+    proc = _run('benchmarks/gpu.py', '--out', str(tmp_path / 'gpu.json'))
+    assert 'no GPU' in proc.stdout and not (tmp_path / 'gpu.json').exists()
+
+
+@pytest.mark.slow
+def test_gpu_script_cpu_dry_run(tmp_path):
+    _run('benchmarks/gpu.py', '--cpu-dry-run', '--only', 'darts_order1/bf16-mixed', 'pcdarts_k4/32-true',
+         'pdarts/32-true', '--timeout', '900', '--budget', '2000', '--out', str(tmp_path / 'gpu.json'))
+    results = json.loads((tmp_path / 'gpu.json').read_text())
+    assert results['dry_run'] and set(results['runs']) == {'darts_order1/bf16-mixed', 'pcdarts_k4/32-true',
+                                                          'pdarts/32-true'}
+    assert all('error' not in r and r['projected_gpu_hours'] > 0 for r in results['runs'].values())
+    assert 'CPU DRY RUN' in (tmp_path / 'gpu.md').read_text()
