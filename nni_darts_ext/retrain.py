@@ -32,8 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import DatasetInfo, SeededRandomSampler, get_info
-from .space.genotype import (Genotype, arch_to_genotype, genotype_from_name, genotype_to_arch, load_arch, save_arch,
-                             validate_arch)
+from .space.genotype import (OUR_FORMAT, Genotype, arch_to_genotype, genotype_from_name, genotype_to_arch, load_arch,
+                             save_arch, to_arch_format, validate_arch)
 from .space.network import DartsCellSpace
 from .space.ops import OPS
 
@@ -101,16 +101,15 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 # --- the model -----------------------------------------------------------------------------------------------------
 def resolve_arch(source: ArchSource) -> Tuple[Dict[str, Any], Genotype, str]:
     """``(arch dict, genotype, description)`` from an arch dict, a ``Genotype``, a published genotype name or an arch
-    / search summary JSON file."""
+    / search summary JSON file; arch dicts and files may also be in the format of NNI's hub DARTS space (converted)."""
     if isinstance(source, Genotype):
         return genotype_to_arch(source), source, 'genotype'
     if isinstance(source, Mapping):
-        arch = dict(source)
-        return arch, arch_to_genotype(arch), 'arch dict'
+        return to_arch_format(dict(source), OUR_FORMAT), arch_to_genotype(dict(source)), 'arch dict'
     path = Path(source)
     if path.is_file():
-        arch = load_arch(path)
-        return arch, arch_to_genotype(arch), str(path)
+        arch = load_arch(path)  # the genotype keeps a hub arch's slot order; the arch dict is converted to ours
+        return to_arch_format(arch, OUR_FORMAT), arch_to_genotype(arch), str(path)
     try:
         genotype = genotype_from_name(str(source))
     except ValueError:
