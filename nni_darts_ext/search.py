@@ -13,11 +13,10 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-
-from .space.genotype import arch_to_genotype, count_skips, save_arch
-from .space.network import DartsCellSpace
+if TYPE_CHECKING:  # the settings import without torch/NNI (fast --help); the functions import them
+    from .space.network import DartsCellSpace
 
 __all__ = ['SearchSettings', 'SearchResult', 'PRESETS', 'STRATEGIES', 'build_strategy', 'build_space', 'run_search']
 
@@ -46,37 +45,51 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
+def _opt(default: Any = None, help: str = '', **metadata: Any) -> Any:
+    """A settings field with its command-line metadata (:mod:`nni_darts_ext.options`)."""
+    if isinstance(default, (list, dict)):
+        raise TypeError('use a tuple default')
+    return field(default=default, metadata={'help': help, **metadata})
+
+
 @dataclass
 class SearchSettings:
-    """Everything a search run needs; ``None`` means the strategy's / preset's default."""
+    """Everything a search run needs; ``None`` means the strategy's / preset's default.
 
-    strategy: str = 'darts'
-    order: int = 1
-    dataset: str = 'fashion-mnist'
-    preset: Optional[str] = None
-    subset: Optional[int] = None
-    epochs: Optional[int] = None
+    Each field is a command-line option ``--field-name`` of ``search`` and of the trial (plus the aliases in its
+    metadata) and a key of ``--config FILE.yaml``; a new field needs no other code.
+    """
+
+    strategy: str = _opt('darts', choices=STRATEGIES)
+    order: int = _opt(1, 'DARTS order (1: xi = 0; 2: unrolled)', choices=(1, 2))
+    dataset: Optional[str] = _opt(None, 'fashion-mnist | mnist | cifar10 | digits; an explicit one wins over the '
+                                        'preset\'s (default: the preset\'s, else fashion-mnist)')
+    preset: Optional[str] = _opt(None, 'reference: the papers\' settings (GPU scale); cpu: minutes on 2 cores; '
+                                       'tiny: seconds', choices=tuple(PRESETS))
+    subset: Optional[int] = _opt(None, 'use a seeded random subset of the training set')
+    epochs: Optional[int] = _opt(None, 'search epochs (P-DARTS: per stage)')
     batch_size: Optional[int] = None
-    width: Optional[int] = None
-    cells: Optional[int] = None
+    width: Optional[int] = _opt(None, 'initial channels C')
+    cells: Optional[int] = _opt(None, 'number of cells')
     nodes: int = 4
-    ops: Optional[Sequence[str]] = None
-    learning_rate: Optional[float] = None
-    learning_rate_min: Optional[float] = None
-    arc_learning_rate: Optional[float] = None
-    warmup_epochs: Optional[int] = None
-    k: int = 4
-    stage_cells: Optional[Sequence[int]] = None
-    stage_ops: Sequence[int] = (8, 5, 3)
-    skip_dropout: Sequence[float] = (0.1, 0.4, 0.7)
-    max_skip: int = 2
+    ops: Optional[Sequence[str]] = _opt(None, 'candidate op names (default: the DARTS eight)')
+    learning_rate: Optional[float] = _opt(None, 'weight learning rate', flags=('--lr',))
+    learning_rate_min: Optional[float] = _opt(None, flags=('--lr-min',))
+    arc_learning_rate: Optional[float] = _opt(None, 'architecture learning rate', flags=('--arc-lr',))
+    warmup_epochs: Optional[int] = _opt(None, 'weight-only epochs (default: PC-DARTS 15/50, P-DARTS 10/25 of the '
+                                              'epochs)')
+    k: int = _opt(4, 'PC-DARTS partial-channel factor K')
+    stage_cells: Optional[Sequence[int]] = _opt(None, 'P-DARTS cells per stage', nargs=3)
+    stage_ops: Sequence[int] = _opt((8, 5, 3), 'P-DARTS ops per edge per stage', nargs=3)
+    skip_dropout: Sequence[float] = _opt((0.1, 0.4, 0.7), 'P-DARTS skip-connect dropout per stage', nargs=3)
+    max_skip: int = _opt(2, 'P-DARTS: skip-connects kept in the normal cell')
     seed: int = 0
-    channels_last: bool = True
+    channels_last: bool = _opt(True, 'the channels_last memory format', negative='--contiguous')
     limit_train_batches: Optional[int] = None
-    num_workers: int = 0
-    data_dir: Optional[str] = None
-    out: str = 'runs/search'
-    progress_bar: bool = True
+    num_workers: int = _opt(0, 'data loader worker processes')
+    data_dir: Optional[str] = _opt(None, 'dataset root (default $NNI_DARTS_EXT_DATA or ~/.cache)')
+    out: str = _opt('runs/search', 'output folder')
+    progress_bar: Optional[bool] = _opt(None, 'the Lightning progress bar (default: only on a terminal)')
 
     def resolved(self) -> 'SearchSettings':
         """Fill the ``None`` fields from the preset and the strategy's reference recipe."""
@@ -92,11 +105,12 @@ class SearchSettings:
             preset.pop('stage_epochs')
         recipe = REFERENCE_WEIGHT_RECIPE[self.strategy]
         for key, value in {**recipe, **preset}.items():
-            if key == 'dataset':
-                if self.dataset == SearchSettings.dataset:
-                    values['dataset'] = value
-            elif values.get(key) is None:
+            if values.get(key) is None:  # an explicit value (--dataset too) wins over the preset
                 values[key] = value
+        if values['dataset'] is None:
+            values['dataset'] = 'fashion-mnist'
+        if values['progress_bar'] is None:
+            values['progress_bar'] = _on_terminal()
         if values['warmup_epochs'] is None:
             # half-up rounding, and always at least one epoch that trains the architecture
             scaled = math.floor(values['epochs'] * WARMUP_FRACTION[self.strategy] + 0.5)
@@ -112,6 +126,11 @@ class SearchSettings:
         return settings
 
 
+def _on_terminal() -> bool:
+    import sys
+    return sys.stderr.isatty()
+
+
 @dataclass
 class SearchResult:
     arch: Dict[str, Any]
@@ -125,6 +144,7 @@ class SearchResult:
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> Dict[str, Any]:
+        from .space.genotype import count_skips
         s = self.settings
         return {
             'dataset': s.dataset, 'strategy': s.strategy, 'order': s.order, 'epochs': s.epochs,
@@ -163,8 +183,9 @@ def build_strategy(settings: SearchSettings):
                           max_skip=settings.max_skip, **common)
 
 
-def build_space(settings: SearchSettings) -> DartsCellSpace:
+def build_space(settings: SearchSettings) -> 'DartsCellSpace':
     from .data import get_info
+    from .space.network import DartsCellSpace
     info = get_info(settings.dataset)
     cells = settings.stage_cells[0] if settings.strategy == 'pdarts' else settings.cells
     return DartsCellSpace(width=settings.width, num_cells=cells, num_nodes=settings.nodes,
@@ -189,6 +210,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = ()) -> Searc
 
     from .data import get_info
     from .evaluator import search_evaluator
+    from .space.genotype import arch_to_genotype, save_arch
 
     settings = settings.resolved()
     get_info(settings.dataset)  # unknown names fail before anything is written
