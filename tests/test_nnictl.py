@@ -302,22 +302,27 @@ def test_nnictl_bad_parameter_fails_the_trial_with_its_reason(experiments):
 
 # --- fast checks (no nnictl) ------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize('kind', ['checkout', 'installed'])
 @pytest.mark.parametrize('name', EXAMPLES)
-def test_example_configs_are_valid_nnictl_configs(name):
+def test_example_configs_are_valid_nnictl_configs(name, kind):
     from nni.experiment.config import ExperimentConfig
-    from nni_darts_ext.search import SearchSettings
+    from nni_darts_ext.cli import search_settings
     from nni_darts_ext.trial import build_parser, settings_from_params
 
-    path = ROOT / 'examples' / f'{name}.yml'
+    path = ROOT / 'examples' / ('installed' if kind == 'installed' else '') / f'{name}.yml'
     config = ExperimentConfig.load(str(path))
     raw = yaml.safe_load(path.read_text())
-    assert raw['trialCodeDirectory'] == '..' and (path.parent / config.trial_code_directory).resolve() == ROOT
     command = shlex.split(raw['trialCommand'])
-    assert command[:3] == ['.venv/bin/python', '-m', 'nni_darts_ext.trial'], command
-    args = build_parser().parse_args(command[3:])
-    assert args.strategy == name and args.dataset == 'fashion-mnist' and args.preset == 'cpu'
-    fields = SearchSettings.__dataclass_fields__
-    base = SearchSettings(**{k: v for k, v in vars(args).items() if k in fields})
+    code_dir = (path.parent / config.trial_code_directory).resolve()
+    if kind == 'checkout':  # the project's .venv, run in the repository
+        assert raw['trialCodeDirectory'] == '..' and code_dir == ROOT
+        assert command[:3] == ['.venv/bin/python', '-m', 'nni_darts_ext.trial'], command
+    else:  # the python on the PATH, in a folder without source: the installed package is imported, not a checkout
+        assert command[:3] == ['python', '-m', 'nni_darts_ext.trial'], command
+        assert not (code_dir / 'nni_darts_ext').exists() and not list(code_dir.glob('*.py'))
+        assert code_dir != ROOT
+    base, _ = search_settings(build_parser().parse_args(command[3:]))
+    assert base.strategy == name and base.preset == 'cpu' and base.resolved().dataset == 'fashion-mnist'
     space = raw['searchSpace']
     assert space and all(spec['_type'] == 'choice' for spec in space.values())
     for key, spec in space.items():  # every value of every key is a setting the trial accepts
@@ -325,6 +330,15 @@ def test_example_configs_are_valid_nnictl_configs(name):
             settings_from_params(base, {key: value})
     assert raw['tuner']['name'] in ('GridSearch', 'Random', 'TPE')
     assert config.trial_concurrency >= 1 and config.max_trial_number >= 1
+
+
+def test_installed_and_checkout_configs_differ_only_in_how_they_run():
+    for name in EXAMPLES:
+        checkout = yaml.safe_load((ROOT / 'examples' / f'{name}.yml').read_text())
+        installed = yaml.safe_load((ROOT / 'examples' / 'installed' / f'{name}.yml').read_text())
+        for key in ('trialCommand', 'trialCodeDirectory'):
+            checkout.pop(key), installed.pop(key)
+        assert checkout == installed
 
 
 def test_settings_from_params_merges_and_validates():
