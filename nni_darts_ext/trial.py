@@ -234,7 +234,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         nni.trial._params = record
         params = record['parameters'] or {}
     parameter_id = record['parameter_id'] if record else None
-    _logger.info('trial %s: parameter id %s, parameters %s', nni.get_trial_id(), parameter_id, params)
+    from . import __file__ as package_file, __version__
+    _logger.info('trial %s: parameter id %s, parameters %s; nni_darts_ext %s from %s', nni.get_trial_id(),
+                 parameter_id, params, __version__, os.path.dirname(package_file))
 
     try:
         extra = json.loads(args.params) if args.params else {}
