@@ -70,13 +70,17 @@ class Experiment:
     """One ``nnictl create`` on a free port, with ``$HOME`` (hence nnictl's manifest) and the experiment folder in
     ``tmp``; :meth:`stop` stops it (and kills its manager if ``nnictl stop`` could not)."""
 
-    def __init__(self, tmp: Path, config: Path):
+    def __init__(self, tmp: Path, config: Path, nnictl: Optional[List[str]] = None, path_first: Optional[Path] = None):
         self.tmp, self.config = tmp, config
+        self.nnictl = nnictl or [str(NNICTL)]
         self.home = tmp / 'home'
         self.home.mkdir(exist_ok=True)
         self.env = {**os.environ, 'HOME': str(self.home), 'PYTHONDONTWRITEBYTECODE': '1', 'PYTHONWARNINGS': 'ignore'}
         for key in [k for k in self.env if k.startswith('NNI_') and k != 'NNI_DARTS_EXT_DATA']:
             self.env.pop(key)
+        if path_first is not None:  # an "activated" environment: its bin/ first on the PATH, no checkout on sys.path
+            self.env['PATH'] = os.pathsep.join([str(path_first), self.env.get('PATH', '')])
+            self.env.pop('PYTHONPATH', None)
         mpl_cache = Path.home() / '.cache' / 'matplotlib'  # the real one: no font-cache rebuild per trial
         if mpl_cache.is_dir():
             self.env.setdefault('MPLCONFIGDIR', str(mpl_cache))
@@ -101,7 +105,7 @@ class Experiment:
         pytest.fail(problem)
 
     def _create_once(self) -> str:
-        self._create = subprocess.Popen([str(NNICTL), 'create', '--config', str(self.config), '--port',
+        self._create = subprocess.Popen([*self.nnictl, 'create', '--config', str(self.config), '--port',
                                          str(self.port)], env=self.env, cwd=str(self.tmp),
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         preexec_fn=_boost if BOOST else None)
@@ -142,7 +146,7 @@ class Experiment:
         if self._create.poll() is None:
             self._create.kill()
             self._create.communicate()
-        args = [str(NNICTL), 'stop', self.id] if self.id else [str(NNICTL), 'stop', '--all']
+        args = [*self.nnictl, 'stop', self.id] if self.id else [*self.nnictl, 'stop', '--all']
         return subprocess.Popen(args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def finish_stop(self, proc: Optional[subprocess.Popen]) -> None:
@@ -298,6 +302,40 @@ def test_nnictl_bad_parameter_fails_the_trial_with_its_reason(experiments):
     assert message in (folder / 'trial.stderr').read_text()
     assert not [m for m in _metrics(exp.port) if m['trialJobId'] == trial['trialJobId']]
     assert not (folder / 'arch.json').exists()
+
+
+@pytest.mark.slow
+def test_nnictl_from_a_pip_installed_package(tmp_path_factory):
+    """examples/installed/darts.yml run by the nnictl of a venv the wheel was pip-installed into: the trial runs
+    that venv's ``python`` and imports the installed package, although its code folder lies inside this checkout."""
+    from _wheel import installed_venv
+    _, venv = installed_venv(tmp_path_factory)
+    tmp = tmp_path_factory.mktemp('nnictl_installed')
+    config = yaml.safe_load((ROOT / 'examples' / 'installed' / 'darts.yml').read_text())
+    command = config['trialCommand'].replace('--preset cpu --threads 1', TINY_ARGS)
+    assert command.startswith('python -m nni_darts_ext.trial --strategy darts') and '--subset 64' in command
+    config.update(experimentName=f'nni_darts_ext installed {tmp.name}',
+                  searchSpace={'seed': {'_type': 'choice', '_value': [0]}, 'epochs': {'_type': 'choice', '_value': [1]}},
+                  trialCommand=command, trialCodeDirectory=str(ROOT / 'examples' / 'installed'),
+                  trialConcurrency=1, maxTrialNumber=1, maxExperimentDuration='10m', maxTrialDuration='5m',
+                  experimentWorkingDirectory=str(tmp / 'experiments'))
+    path = tmp / 'config.yml'
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    python = venv / 'bin' / 'python'
+    exp = Experiment(tmp, path, nnictl=[str(python), '-c', 'from nni.tools.nnictl.nnictl import parse_args; '
+                                                            'parse_args()'], path_first=venv / 'bin')
+    try:
+        exp.start()
+        assert _wait_done(exp.port, 300) == 'DONE'
+        (trial,) = exp.get('trial-jobs')
+        folder = _trial_dir(trial)
+        log = (folder / 'trial.log').read_text() if (folder / 'trial.log').exists() else ''
+        assert trial['status'] == 'SUCCEEDED', f'{trial}\n{log[-3000:]}'
+    finally:
+        exp.stop()
+    imported = re.search(r'nni_darts_ext \S+ from (\S+)', log)
+    assert imported and Path(imported.group(1)).is_relative_to(venv), log[:2000]
+    assert (folder / 'arch.json').is_file()
 
 
 # --- fast checks (no nnictl) ------------------------------------------------------------------------------------

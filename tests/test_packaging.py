@@ -3,10 +3,7 @@ runs from outside the repository; the metadata declares every third-party import
 from __future__ import annotations
 
 import ast
-import os
 import re
-import shutil
-import site
 import subprocess
 import sys
 import zipfile
@@ -14,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_FILES = ('nni_darts_ext', 'pyproject.toml', 'README.md', 'LICENSE', 'NOTICE')
+from _wheel import ROOT, clean_env, installed_venv
+
 # import name -> distribution name, for the imports whose names differ
 DIST = {'sklearn': 'scikit-learn', 'yaml': 'pyyaml', 'pytorch_lightning': 'pytorch-lightning', 'PIL': 'pillow'}
 
@@ -54,42 +51,18 @@ def test_every_third_party_import_is_declared():
 
 
 @pytest.mark.slow
-def test_wheel_installs_into_a_fresh_venv_and_searches_outside_the_repo(tmp_path):
-    src = tmp_path / 'src'
-    src.mkdir()
-    for name in PACKAGE_FILES:
-        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
-        copy(ROOT / name, src / name, **({'ignore': shutil.ignore_patterns('__pycache__')}
-                                         if (ROOT / name).is_dir() else {}))
-    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'PYTHONWARNINGS')}
-    # offline and fast: no build isolation (setuptools of this environment builds it)
-    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', '--no-index',
-                    '-w', str(tmp_path / 'dist'), str(src)], check=True, env=env, cwd=tmp_path, timeout=300)
-    (wheel,) = (tmp_path / 'dist').glob('nni_darts_ext-*.whl')
+def test_wheel_installs_into_a_fresh_venv_and_searches_outside_the_repo(tmp_path, tmp_path_factory):
+    wheel, venv = installed_venv(tmp_path_factory)
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
     assert any(n.endswith('licenses/LICENSE') for n in names) and any(n.endswith('licenses/NOTICE') for n in names)
     assert not any(n.startswith('tests/') for n in names)
-
-    # A fresh venv that sees this environment's packages (torch, NNI ... as a user's environment would have them)
-    # but not the editable install of the repository: their folder is a plain path entry, so the editable
-    # finder's .pth is not run.
-    venv = tmp_path / 'venv'
-    subprocess.run([sys.executable, '-m', 'venv', '--without-pip', str(venv)], check=True, timeout=120)
     python = venv / 'bin' / 'python'
-    purelib = subprocess.run([str(python), '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
-                             check=True, capture_output=True, text=True).stdout.strip()
-    Path(purelib, '_host_packages.pth').write_text('\n'.join(site.getsitepackages()) + '\n')
-    install = subprocess.run([sys.executable, '-m', 'pip', '--python', str(python), 'install', '-q', '--no-index',
-                              '-c', str(ROOT / 'constraints.txt'), str(wheel)], env=env, cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300)
-    assert install.returncode == 0, install.stdout + install.stderr
-
     run_dir = tmp_path / 'elsewhere'
     run_dir.mkdir()
 
-    def run(*args, timeout=300):
-        return subprocess.run([str(python), *args], env=env, cwd=run_dir, capture_output=True, text=True,
+    def run(*args, timeout=600):
+        return subprocess.run([str(python), *args], env=clean_env(), cwd=run_dir, capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
 
     where = run('-c', 'import nni_darts_ext; print(nni_darts_ext.__file__)')
