@@ -80,7 +80,7 @@ def _set_threads(threads: Optional[int]) -> None:
         torch.set_num_threads(threads)
 
 
-# --- search ------------------------------------------------------------------------------------------------------------
+# --- search -----------------------------------------------------------------------------------------------------------
 def _add_search_arguments(p: argparse.ArgumentParser) -> None:
     from .options import add_options
     from .search import SearchSettings
@@ -116,7 +116,7 @@ def _run_search(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- train, plot, prepare-data -----------------------------------------------------------------------------------------
+# --- train, plot, prepare-data ----------------------------------------------------------------------------------------
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     from .retrain import add_arguments
     add_arguments(p)
@@ -151,7 +151,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 
 #: name -> (help, add the options, run, takes --config/--threads)
-COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], bool]] = {
+_Command = Tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], bool]
+COMMANDS: Dict[str, _Command] = {
     'search': ('search an architecture', _add_search_arguments, _run_search, True),
     'train': ('retrain an architecture from scratch', _add_train_arguments, _run_train, True),
     'plot': ('draw the cells of an arch file or genotype', _add_plot_arguments, _run_plot, False),

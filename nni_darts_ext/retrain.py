@@ -450,7 +450,7 @@ def _write_json(path: Path, data: Dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-# --- CLI ---------------------------------------------------------------------------------------------------------------
+# --- CLI --------------------------------------------------------------------------------------------------------------
 @dataclass
 class TrainCommand:
     """The options of ``python -m nni_darts_ext train`` besides the recipe (:class:`RetrainConfig`): what to train,

@@ -315,7 +315,7 @@ def test_nnictl_from_a_pip_installed_package(tmp_path_factory):
     command = config['trialCommand'].replace('--preset cpu --threads 1', TINY_ARGS)
     assert command.startswith('python -m nni_darts_ext.trial --strategy darts') and '--subset 64' in command
     config.update(experimentName=f'nni_darts_ext installed {tmp.name}',
-                  searchSpace={'seed': {'_type': 'choice', '_value': [0]}, 'epochs': {'_type': 'choice', '_value': [1]}},
+                  searchSpace={k: {'_type': 'choice', '_value': [v]} for k, v in (('seed', 0), ('epochs', 1))},
                   trialCommand=command, trialCodeDirectory=str(ROOT / 'examples' / 'installed'),
                   trialConcurrency=1, maxTrialNumber=1, maxExperimentDuration='10m', maxTrialDuration='5m',
                   experimentWorkingDirectory=str(tmp / 'experiments'))
