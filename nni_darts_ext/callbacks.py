@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 from .space.genotype import Genotype, arch_to_genotype
 from .viz import figure_rgb, heatmap_figure, prob_matrix
 
-__all__ = ['ArchitectureLogger', 'export_probs', 'prob_scalars']
+__all__ = ['EpochLogger', 'ArchitectureLogger', 'export_probs', 'prob_scalars']
 
 _logger = logging.getLogger(__name__)
 
@@ -112,3 +112,26 @@ class ArchitectureLogger(pl.Callback):
                 for cell, rgb in images.items():
                     logger.experiment.add_image(f'{prefix}/{cell}', rgb, global_step=trainer.current_epoch,
                                                 dataformats='HWC')
+
+
+class EpochLogger(pl.Callback):
+    """One plain log line per epoch with the epoch's logged metrics: what a log file gets instead of a progress
+    bar (whose carriage returns and cursor codes garble redirected output)."""
+
+    def __init__(self, logger: Optional[logging.Logger] = None):
+        super().__init__()
+        self.logger = logger or logging.getLogger('nni_darts_ext.progress')
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        import time
+        self._start = time.time()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        import time
+        logged = trainer.callback_metrics  # 'x' and 'x_epoch' both exist for metrics logged on step and epoch
+        metrics = {k: float(v) for k, v in sorted(logged.items())
+                   if not k.endswith('_step') and f'{k}_epoch' not in logged and getattr(v, 'numel', lambda: 1)() == 1}
+        shown = ', '.join(f'{k.removesuffix("_epoch")} {v:.4g}' for k, v in metrics.items())
+        self.logger.info('epoch %d/%d (%.1f s): %s', trainer.current_epoch + 1, trainer.max_epochs,
+                         time.time() - self._start, shown or 'no metrics')

@@ -1,71 +1,150 @@
-"""``python -m nni_darts_ext {search,train,plot,prepare-data}``."""
+"""``python -m nni_darts_ext {search,train,plot,prepare-data}``.
+
+Startup stays fast: only the chosen command's module is imported (``--help`` and ``--version`` import neither torch
+nor NNI). Known third-party warnings and info lines are hidden unless ``--verbose`` (see :func:`quiet`).
+``search`` and ``train`` take their options from one dataclass each (:mod:`nni_darts_ext.options`), plus
+``--config FILE.yaml``, ``--print-config`` and ``--threads``.
+"""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from typing import List, Optional
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ['main', 'build_parser']
+from . import __version__
+
+__all__ = ['main', 'build_parser', 'quiet', 'add_common_options', 'COMMANDS']
 
 _logger = logging.getLogger('nni_darts_ext')
 
+# (message regex, category) of warnings that third-party code prints on every run with this stack and that say
+# nothing about the user's run: NNI 3.0 inspecting torch classes it does not know, Lightning on newer torch.
+KNOWN_WARNINGS: Tuple[Tuple[str, type], ...] = (
+    (r".*is found to be not a nn\.Module, which is unexpected", RuntimeWarning),
+    (r".*isinstance\(treespec, LeafSpec\)` is deprecated", Warning),
+    (r".*Running trial code without runtime", RuntimeWarning),
+)
+# Lightning info lines at the start of every fit: accelerator inventory and advertisements.
+KNOWN_INFO_LINES = ('GPU available:', 'TPU available:', 'HPU available:', 'IPU available:', '\U0001f4a1 Tip:')
+_LIGHTNING_LOGGERS = ('pytorch_lightning.utilities.rank_zero', 'lightning_fabric.utilities.rank_zero',
+                      'lightning.pytorch.utilities.rank_zero', 'lightning.fabric.utilities.rank_zero')
 
+
+class _DropKnownLines(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(KNOWN_INFO_LINES)
+
+
+_FILTER = _DropKnownLines()
+
+
+def quiet(enabled: bool = True) -> None:
+    """Hide (``enabled``) the known third-party warnings and Lightning's inventory / tip lines; call it before the
+    imports that trigger them. ``quiet(False)`` shows them again."""
+    for logger_name in _LIGHTNING_LOGGERS:
+        logger = logging.getLogger(logger_name)
+        (logger.addFilter if enabled else logger.removeFilter)(_FILTER)
+    for message, category in KNOWN_WARNINGS:
+        if enabled:
+            warnings.filterwarnings('ignore', message=message, category=category)
+        else:  # drop our entries only
+            warnings.filters[:] = [f for f in warnings.filters
+                                   if not (f[0] == 'ignore' and f[1] is not None and f[1].pattern == message)]
+
+
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    """``--config``, ``--print-config``, ``--threads`` and ``--verbose`` (search, train and the trial)."""
+    g = p.add_argument_group('run')
+    g.add_argument('--config', metavar='FILE.yaml', default=None,
+                   help='options from a YAML file (keys: the option names); the command line wins')
+    g.add_argument('--print-config', action='store_true',
+                   help='print the resolved options as YAML (usable with --config) and exit')
+    g.add_argument('--threads', type=int, default=argparse.SUPPRESS,
+                   help='torch CPU threads (default: torch\'s choice; on a machine shared with other jobs, 1 can be '
+                        'several times faster than oversubscribed cores)')
+    g.add_argument('-v', '--verbose', action='store_true', default=argparse.SUPPRESS,
+                   help='debug logging and the third-party warnings hidden by default')
+
+
+def _threads(args: argparse.Namespace, config: Dict[str, Any]) -> Optional[int]:
+    from .options import coerce
+    value = getattr(args, 'threads', config.get('threads'))
+    return coerce('threads', value, Optional[int])
+
+
+def _set_threads(threads: Optional[int]) -> None:
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+
+
+# --- search -----------------------------------------------------------------------------------------------------------
 def _add_search_arguments(p: argparse.ArgumentParser) -> None:
-    from .search import PRESETS, STRATEGIES
-    p.add_argument('--strategy', choices=STRATEGIES, default='darts')
-    p.add_argument('--order', type=int, choices=(1, 2), default=1, help='DARTS order (1: xi = 0; 2: unrolled)')
-    p.add_argument('--preset', choices=list(PRESETS), default=None,
-                   help='reference: the papers\' settings (GPU scale); cpu: minutes on 2 cores; tiny: seconds')
-    p.add_argument('--dataset', default='fashion-mnist', help='fashion-mnist | mnist | cifar10 | digits')
-    p.add_argument('--subset', type=int, default=None, help='use a seeded random subset of the training set')
-    p.add_argument('--epochs', type=int, default=None, help='search epochs (P-DARTS: per stage)')
-    p.add_argument('--batch-size', type=int, default=None)
-    p.add_argument('--width', type=int, default=None, help='initial channels C')
-    p.add_argument('--cells', type=int, default=None, help='number of cells')
-    p.add_argument('--nodes', type=int, default=4)
-    p.add_argument('--ops', nargs='+', default=None, help='candidate op names (default: the DARTS eight)')
-    p.add_argument('--lr', dest='learning_rate', type=float, default=None, help='weight learning rate')
-    p.add_argument('--lr-min', dest='learning_rate_min', type=float, default=None)
-    p.add_argument('--arc-lr', dest='arc_learning_rate', type=float, default=None)
-    p.add_argument('--warmup-epochs', type=int, default=None,
-                   help='weight-only epochs (default: PC-DARTS 15/50, P-DARTS 10/25 of the epochs)')
-    p.add_argument('--k', type=int, default=None, help='PC-DARTS partial-channel factor K (default: 4; cpu preset 2)')
-    p.add_argument('--stage-cells', type=int, nargs=3, default=None, help='P-DARTS cells per stage')
-    p.add_argument('--stage-ops', type=int, nargs=3, default=(8, 5, 3), help='P-DARTS ops per edge per stage')
-    p.add_argument('--skip-dropout', type=float, nargs=3, default=(0.1, 0.4, 0.7))
-    p.add_argument('--max-skip', type=int, default=2, help='P-DARTS: skip-connects kept in the normal cell')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--contiguous', dest='channels_last', action='store_false',
-                   help='do not use the channels_last memory format')
-    p.add_argument('--no-augment', dest='augment', action='store_false',
-                   help='no random crop / flip of the search data (the references augment both halves)')
-    p.add_argument('--limit-train-batches', type=int, default=None)
-    p.add_argument('--data-dir', default=None, help='dataset root (default $NNI_DARTS_EXT_DATA or ~/.cache)')
-    p.add_argument('--out', default='runs/search', help='output folder')
-    p.add_argument('--no-progress-bar', dest='progress_bar', action='store_false')
-    from .accel import add_arguments as add_device_arguments
-    add_device_arguments(p)
-    p.set_defaults(accelerator='auto', devices='auto', precision='32-true', compile=False)
-    _add_run_folder_arguments(p, resume_help='continue the search in --out from its checkpoints/last.ckpt')
-
-
-def _add_run_folder_arguments(p: argparse.ArgumentParser, resume_help: str) -> None:
-    """``--resume`` / ``--overwrite`` for a command that writes one run into ``--out`` (issue #12)."""
-    if not any('--resume' in a.option_strings for a in p._actions):
-        p.add_argument('--resume', action='store_true', default=None, help=resume_help)
+    from .options import add_options
+    from .search import SearchSettings
+    add_options(p, SearchSettings)
+    p.add_argument('--resume', action='store_true', default=False,
+                   help='continue the search in --out from its checkpoints/last.ckpt')
     p.add_argument('--overwrite', action='store_true',
                    help='delete the run already in --out (results, checkpoints, logs) and start a new one')
 
 
+def search_settings(args: argparse.Namespace) -> Tuple[Any, Dict[str, Any]]:
+    """``(SearchSettings, config-file mapping)`` of parsed ``search`` arguments (defaults < config < CLI)."""
+    from .options import OptionError, merge, read_config, unknown_keys
+    from .search import SearchSettings
+    config = read_config(args.config) if getattr(args, 'config', None) else {}
+    unknown = unknown_keys(config, SearchSettings, extra=('threads',))
+    if unknown:
+        raise OptionError(f'unknown option(s) {unknown} in {args.config}; allowed: the search options '
+                          '(python -m nni_darts_ext search --help)')
+    return SearchSettings(**merge(SearchSettings, args, config)), config
+
+
 def _run_search(args: argparse.Namespace) -> int:
-    from .search import SearchSettings, run_search
-    fields = SearchSettings.__dataclass_fields__
-    settings = SearchSettings(**{k: v for k, v in vars(args).items() if k in fields})
+    import dataclasses
+
+    from .options import dump_config
+    settings, config = search_settings(args)
+    threads = _threads(args, config)
+    if args.print_config:
+        print(dump_config({**dataclasses.asdict(settings.resolved()), 'threads': threads}), end='')
+        return 0
+    _set_threads(threads)
+    from .search import run_search
     result = run_search(settings, resume=bool(args.resume), overwrite=args.overwrite)
     print(result.headline())
     print(f'arch: {result.out / "arch.json"}\nsummary: {result.out / "summary.json"}')
     return 0
+
+
+# --- train, plot, prepare-data ----------------------------------------------------------------------------------------
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from .retrain import add_arguments
+    add_arguments(p)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .retrain import run
+    return run(args)
+
+
+def _add_plot_arguments(p: argparse.ArgumentParser) -> None:
+    from .viz import add_arguments
+    add_arguments(p)
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from .viz import run
+    return run(args)
+
+
+def _add_prepare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument('datasets', nargs='*', default=['fashion-mnist'])
+    p.add_argument('--data-dir', default=None)
+    p.add_argument('--download', action='store_true', help='allow torchvision downloads (cifar10)')
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
@@ -75,30 +154,34 @@ def _run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: name -> (help, add the options, run, takes --config/--threads)
+_Command = Tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], bool]
+COMMANDS: Dict[str, _Command] = {
+    'search': ('search an architecture', _add_search_arguments, _run_search, True),
+    'train': ('retrain an architecture from scratch', _add_train_arguments, _run_train, True),
+    'plot': ('draw the cells of an arch file or genotype', _add_plot_arguments, _run_plot, False),
+    'prepare-data': ('unpack / install the offline datasets', _add_prepare_arguments, _run_prepare, False),
+}
+
+
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser; with ``command`` only that sub-command's options are built (the others' modules stay unimported);
+    ``''`` builds none (for ``--help`` / ``--version``)."""
     parser = argparse.ArgumentParser(prog='python -m nni_darts_ext',
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('-v', '--verbose', action='store_true')
+                                     description='DARTS, P-DARTS and PC-DARTS on NNI 3.0: search, retrain, plot.')
+    parser.add_argument('--version', action='version', version=f'nni_darts_ext {__version__}')
+    parser.add_argument('-v', '--verbose', action='store_true',
+                        help='debug logging and the third-party warnings hidden by default')
     parser.add_argument('--debug', action='store_true', help='show the Python traceback of an error')
-    sub = parser.add_subparsers(dest='command', required=True)
-    p = sub.add_parser('search', help='search an architecture', formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _add_search_arguments(p)
-    p.set_defaults(func=_run_search)
-    p = sub.add_parser('prepare-data', help='unpack / install the offline datasets')
-    p.add_argument('datasets', nargs='*', default=['fashion-mnist'])
-    p.add_argument('--data-dir', default=None)
-    p.add_argument('--download', action='store_true', help='allow torchvision downloads (cifar10)')
-    p.set_defaults(func=_run_prepare)
-    for name, module_name, help_text in (('train', 'retrain', 'retrain an architecture from scratch'),
-                                          ('plot', 'viz', 'draw the cells of an arch file or genotype')):
-        try:
-            module = __import__(f'nni_darts_ext.{module_name}', fromlist=['add_arguments', 'run'])
-        except ImportError:
-            continue
-        p = sub.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        module.add_arguments(p)
-        p.set_defaults(func=module.run)
-    for p in sub.choices.values():  # `search ... --debug` as well as `--debug search ...`
+    sub = parser.add_subparsers(dest='command', required=True, metavar='{' + ','.join(COMMANDS) + '}')
+    for name, (help_text, add, run, common) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if command is None or command == name:
+            add(p)
+            if common:
+                add_common_options(p)
+        p.set_defaults(func=run)
+        # `search ... --debug` as well as `--debug search ...`
         p.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help='show the traceback of an error')
     return parser
 
@@ -108,9 +191,17 @@ USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, PermissionErro
                IsADirectoryError, FileExistsError)
 
 
+def _command(argv: Sequence[str]) -> str:
+    return next((a for a in argv if not a.startswith('-')), '') if argv else ''
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = any(a in ('-v', '--verbose') for a in argv)
+    quiet(not verbose)
+    command = _command(argv)
+    args = build_parser(command if command in COMMANDS else '').parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format='[%(asctime)s] %(levelname)s %(name)s: %(message)s')
     try:
         return args.func(args)

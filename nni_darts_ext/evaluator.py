@@ -15,14 +15,7 @@ __all__ = ['DartsWeightModule', 'DartsClassification', 'search_evaluator', 'WEIG
 
 _logger = logging.getLogger(__name__)
 
-# Weight recipe of each reference search (batch, lr, lr_min; SGD momentum 0.9, wd 3e-4, cosine in all three):
-# DARTS train_search.py (batch 64, lr 0.025 -> 0.001); P-DARTS train_search.py (batch 96, cosine to 0);
-# PC-DARTS train_search.py (batch 256, lr 0.1 -> 0).
-WEIGHT_RECIPES: Dict[str, Dict[str, Any]] = {
-    'darts': dict(batch_size=64, learning_rate=0.025, learning_rate_min=0.001),
-    'pdarts': dict(batch_size=96, learning_rate=0.025, learning_rate_min=0.0),
-    'pcdarts': dict(batch_size=256, learning_rate=0.1, learning_rate_min=0.0),
-}
+from .search import WEIGHT_RECIPES  # noqa: E402 -- light module: the recipes live with the settings
 
 
 def cosine_period(trainer: Any) -> Tuple[int, str]:

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,13 +34,13 @@ import torch.nn.functional as F
 
 from . import accel
 from .data import DatasetInfo, SeededRandomSampler, get_info
-from .space.genotype import (Genotype, arch_to_genotype, genotype_from_name, genotype_to_arch, load_arch, save_arch,
-                             validate_arch)
+from .space.genotype import (OUR_FORMAT, Genotype, arch_to_genotype, genotype_from_name, genotype_to_arch, load_arch,
+                             save_arch, to_arch_format, validate_arch)
 from .space.network import DartsCellSpace
 from .space.ops import OPS
 
 __all__ = ['RetrainConfig', 'RetrainModule', 'RetrainResult', 'PRESETS', 'resolve_arch', 'build_model',
-           'count_parameters', 'count_flops', 'retrain', 'add_arguments', 'run']
+           'count_parameters', 'count_flops', 'retrain', 'add_arguments', 'run', 'TrainCommand', 'train_settings']
 
 _logger = logging.getLogger(__name__)
 
@@ -54,26 +55,29 @@ class RetrainConfig:
     cells: int = 20                  # --layers 20
     epochs: int = 600                # --epochs 600
     batch_size: int = 96             # --batch_size 96
-    learning_rate: float = 0.025     # --learning_rate 0.025
-    learning_rate_min: float = 0.0   # CosineAnnealingLR(optimizer, epochs): eta_min 0
+    learning_rate: float = field(default=0.025, metadata={'flags': ('--lr',)})        # --learning_rate 0.025
+    learning_rate_min: float = field(default=0.0, metadata={'flags': ('--lr-min',)})  # CosineAnnealingLR: eta_min 0
     momentum: float = 0.9            # --momentum 0.9
     weight_decay: float = 3e-4       # --weight_decay 3e-4
-    gradient_clip_val: float = 5.0   # --grad_clip 5 (norm)
-    auxiliary_weight: float = 0.4    # --auxiliary --auxiliary_weight 0.4; 0 builds no head
+    gradient_clip_val: float = field(default=5.0, metadata={'flags': ('--grad-clip',)})  # --grad_clip 5 (norm)
+    auxiliary_weight: float = field(default=0.4, metadata={'help': '0: no auxiliary head'})  # --auxiliary_weight 0.4
     drop_path_prob: float = 0.2      # --drop_path_prob 0.2, ramped: p * epoch / epochs
-    cutout: int = 16                 # --cutout --cutout_length 16 (pixels; CIFAR-10 is 32x32)
-    augment: bool = True             # random crop with padding (+ horizontal flip on CIFAR-10)
+    cutout: int = field(default=16, metadata={'help': 'cutout length in pixels, 0: off'})  # --cutout_length 16
+    augment: bool = field(default=True, metadata={'help': 'random crop with padding (+ horizontal flip on '
+                                                          'CIFAR-10)'})
     subset: Optional[int] = None     # seeded random subset of the training set
     test_subset: Optional[int] = None
     limit_train_batches: Optional[int] = None
-    val_every_n_epochs: int = 1      # train.py evaluates on the test set every epoch; 0: only at the end
+    val_every_n_epochs: int = field(default=1, metadata={'help': 'test-set evaluation interval, 0: at the end'})
     seed: int = 0
-    channels_last: Optional[bool] = None  # None: on CPU only (faster convolutions there; 10 % slower on an H200)
-    num_workers: int = 0
-    accelerator: str = 'auto'        # Lightning's names (accel.py); on a GPU also cudnn.benchmark and pinned memory
-    devices: Any = 'auto'
-    precision: str = '32-true'       # e.g. 'bf16-mixed'
-    compile: bool = False            # torch.compile the network (opt-in)
+    channels_last: Optional[bool] = field(default=None, metadata={  # faster convolutions on CPU, 10 % slower on an H200
+        'negative': '--contiguous', 'help': 'channels_last memory format (None: on CPU only)'})
+    num_workers: int = field(default=0, metadata={'help': 'data loader worker processes'})
+    accelerator: str = field(default='auto', metadata={
+        'help': 'Lightning accelerator (cpu, gpu, auto); on a GPU also cudnn.benchmark and pinned memory'})
+    devices: str = field(default='auto', metadata={'help': 'Lightning devices (a count, a list, or auto)'})
+    precision: str = field(default='32-true', metadata={'help': 'Lightning precision, e.g. bf16-mixed'})
+    compile: bool = field(default=False, metadata={'help': 'torch.compile the network (opt-in)'})
 
     def __post_init__(self):
         for name in ('width', 'cells', 'epochs', 'batch_size'):
@@ -106,16 +110,15 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 # --- the model -----------------------------------------------------------------------------------------------------
 def resolve_arch(source: ArchSource) -> Tuple[Dict[str, Any], Genotype, str]:
     """``(arch dict, genotype, description)`` from an arch dict, a ``Genotype``, a published genotype name or an arch
-    / search summary JSON file."""
+    / search summary JSON file; arch dicts and files may also be in the format of NNI's hub DARTS space (converted)."""
     if isinstance(source, Genotype):
         return genotype_to_arch(source), source, 'genotype'
     if isinstance(source, Mapping):
-        arch = dict(source)
-        return arch, arch_to_genotype(arch), 'arch dict'
+        return to_arch_format(dict(source), OUR_FORMAT), arch_to_genotype(dict(source)), 'arch dict'
     path = Path(source)
     if path.is_file():
-        arch = load_arch(path)
-        return arch, arch_to_genotype(arch), str(path)
+        arch = load_arch(path)  # the genotype keeps a hub arch's slot order; the arch dict is converted to ours
+        return to_arch_format(arch, OUR_FORMAT), arch_to_genotype(arch), str(path)
     try:
         genotype = genotype_from_name(str(source))
     except ValueError:
@@ -338,7 +341,7 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
             out: Union[str, Path] = 'runs/retrain', *, preset: Optional[str] = None,
             config: Optional[RetrainConfig] = None, resume: bool = True, overwrite: bool = False,
             train_loader: Any = None, test_loader: Any = None, callbacks: Sequence[pl.Callback] = (),
-            data_dir: Optional[str] = None, progress_bar: bool = False, plots: bool = True,
+            data_dir: Optional[str] = None, progress_bar: Optional[bool] = None, plots: bool = True,
             **overrides: Any) -> RetrainResult:
     """Train ``arch`` from scratch on ``dataset`` and write the outputs of the module docstring into ``out``.
 
@@ -360,6 +363,8 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
         Replace the dataset's loaders (e.g. ``FakeData``); ``dataset`` still gives shapes and classes.
     callbacks
         Extra Lightning callbacks.
+    progress_bar
+        The Lightning progress bar; ``None``: only when stderr is a terminal. Without it, one log line per epoch.
 
     Returns
     -------
@@ -407,6 +412,11 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
         sampler.epoch = resumed_from  # the shuffling continues where it stopped instead of replaying epoch 0
     module = RetrainModule(model, config, arch, info.name)
     batches = len(train_loader) if hasattr(train_loader, '__len__') else 10
+    if progress_bar is None:
+        progress_bar = sys.stderr.isatty()
+    if not progress_bar:
+        from .callbacks import EpochLogger
+        callbacks = [*callbacks, EpochLogger()]
     trainer = _trainer(config, out, callbacks, progress_bar, min(batches, config.limit_train_batches or batches))
     start = time.time()
     _logger.info('retrain %s on %s: %s%s', source, info.name, config, f' (resuming {ckpt_path})' if ckpt_path else '')
@@ -473,63 +483,68 @@ def _write_json(path: Path, data: Dict[str, Any]) -> None:
 
 
 # --- CLI --------------------------------------------------------------------------------------------------------------
-_CLI_FIELDS = ('epochs', 'batch_size', 'width', 'cells', 'learning_rate', 'learning_rate_min', 'weight_decay',
-               'gradient_clip_val', 'auxiliary_weight', 'drop_path_prob', 'cutout', 'subset', 'test_subset',
-               'limit_train_batches', 'val_every_n_epochs', 'seed', 'num_workers')
+@dataclass
+class TrainCommand:
+    """The options of ``python -m nni_darts_ext train`` besides the recipe (:class:`RetrainConfig`): what to train,
+    where, and how to run. Each field is an option and a ``--config`` key (:mod:`nni_darts_ext.options`)."""
+
+    arch: Optional[str] = field(default=None, metadata={
+        'help': 'arch JSON file (arch.json or summary.json of a search; ours or NNI hub DARTS labels)'})
+    genotype: Optional[str] = field(default=None, metadata={
+        'help': 'published genotype: DARTS_V1, DARTS_V2, PDARTS, PC_DARTS_CIFAR'})
+    dataset: str = field(default='fashion-mnist', metadata={'help': 'fashion-mnist | mnist | cifar10 | digits'})
+    out: str = field(default='runs/retrain', metadata={'help': 'output folder (resumes from its last.ckpt)'})
+    preset: Optional[str] = field(default=None, metadata={
+        'choices': tuple(PRESETS), 'help': 'reference: the DARTS recipe; small: minutes on 2 CPU cores; tiny: seconds;'
+                                           ' explicit options win over it'})
+    resume: bool = field(default=True, metadata={
+        'help': 'continue from out/checkpoints/last.ckpt; --no-resume: --out must hold no run (or pass --overwrite)'})
+    overwrite: bool = field(default=False, metadata={
+        'help': 'delete the run already in --out (results, checkpoints, logs) and start a new one'})
+    plots: bool = field(default=True, metadata={'help': 'draw the cells'})
+    data_dir: Optional[str] = field(default=None, metadata={'help': 'dataset root'})
+    progress_bar: Optional[bool] = field(default=None, metadata={
+        'help': 'the Lightning progress bar (default: only on a terminal; else one log line per epoch)'})
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument('--arch', help='arch JSON file (arch.json or summary.json of a search)')
-    src.add_argument('--genotype', help='published genotype: DARTS_V1, DARTS_V2, PDARTS, PC_DARTS_CIFAR')
-    p.add_argument('--dataset', default='fashion-mnist', help='fashion-mnist | mnist | cifar10 | digits')
-    p.add_argument('--out', default='runs/retrain', help='output folder (resumes from its last.ckpt)')
-    p.add_argument('--preset', choices=list(PRESETS), default=None,
-                   help='reference: the DARTS recipe (default); small: minutes on 2 CPU cores; tiny: seconds')
-    p.add_argument('--epochs', type=int, default=None)
-    p.add_argument('--batch-size', type=int, default=None)
-    p.add_argument('--width', type=int, default=None, help='initial channels C (36)')
-    p.add_argument('--cells', type=int, default=None, help='number of cells (20)')
-    p.add_argument('--lr', dest='learning_rate', type=float, default=None)
-    p.add_argument('--lr-min', dest='learning_rate_min', type=float, default=None)
-    p.add_argument('--weight-decay', type=float, default=None)
-    p.add_argument('--grad-clip', dest='gradient_clip_val', type=float, default=None)
-    p.add_argument('--auxiliary-weight', type=float, default=None, help='0: no auxiliary head')
-    p.add_argument('--drop-path-prob', type=float, default=None)
-    p.add_argument('--cutout', type=int, default=None, help='cutout length in pixels, 0: off')
-    p.add_argument('--no-augment', dest='augment', action='store_false', default=None)
-    p.add_argument('--subset', type=int, default=None, help='seeded random subset of the training set')
-    p.add_argument('--test-subset', type=int, default=None)
-    p.add_argument('--limit-train-batches', type=int, default=None)
-    p.add_argument('--val-every-n-epochs', type=int, default=None, help='test-set evaluation interval, 0: at the end')
-    p.add_argument('--seed', type=int, default=None)
-    p.add_argument('--num-workers', type=int, default=None)
-    p.add_argument('--contiguous', dest='channels_last', action='store_false', default=None,
-                   help='do not use the channels_last memory format (default: channels_last on CPU only)')
-    p.add_argument('--no-resume', dest='resume', action='store_false',
-                   help='do not resume: --out must hold no run (or pass --overwrite)')
-    p.add_argument('--overwrite', action='store_true',
-                   help='delete the run already in --out (results, checkpoints, logs) and start a new one')
-    p.add_argument('--no-plots', dest='plots', action='store_false', help='do not draw the cells')
-    p.add_argument('--data-dir', default=None)
-    p.add_argument('--threads', type=int, default=None,
-                   help='torch CPU threads (default: torch\'s choice; on a machine shared with other jobs, 1 can be '
-                        'several times faster than oversubscribed cores)')
-    p.add_argument('--no-progress-bar', dest='progress_bar', action='store_false')
-    accel.add_arguments(p)
+    from .options import add_options
+    add_options(p, TrainCommand)
+    add_options(p, RetrainConfig, title='recipe (default: the DARTS evaluation recipe, then --preset, then these)')
 
 
-_DEVICE_FIELDS = ('accelerator', 'devices', 'precision', 'compile')
+def train_settings(args: argparse.Namespace) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
+    """``(TrainCommand fields, RetrainConfig overrides, config file)`` of parsed ``train`` arguments."""
+    from .options import OptionError, merge, read_config, unknown_keys
+    config = read_config(args.config) if getattr(args, 'config', None) else {}
+    unknown = unknown_keys(config, TrainCommand, RetrainConfig, extra=('threads',))
+    if unknown:
+        raise OptionError(f'unknown option(s) {unknown} in {args.config}; allowed: the train options '
+                          '(python -m nni_darts_ext train --help)')
+    command = dataclasses.asdict(TrainCommand(**merge(TrainCommand, args, config)))
+    if (command['arch'] is None) == (command['genotype'] is None):
+        raise ValueError('train needs exactly one of --arch FILE and --genotype NAME (or the key arch / genotype '
+                         'in --config).')
+    return command, merge(RetrainConfig, args, config), config
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = {k: getattr(args, k) for k in (*_CLI_FIELDS, 'augment', 'channels_last', *_DEVICE_FIELDS)
-                 if getattr(args, k, None) is not None}
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    result = retrain(args.arch or args.genotype, dataset=args.dataset, out=args.out, preset=args.preset,
-                     resume=args.resume, overwrite=args.overwrite, data_dir=args.data_dir, progress_bar=args.progress_bar, plots=args.plots,
-                     **overrides)
+    from .cli import _set_threads, _threads
+    from .options import dump_config
+    command, overrides, config = train_settings(args)
+    threads = _threads(args, config)
+    if getattr(args, 'print_config', False):
+        preset = command['preset']
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f'preset={preset!r} is invalid; allowed: {list(PRESETS)}.')
+        recipe = RetrainConfig().replace(**{**PRESETS[preset or 'reference'], **overrides})
+        print(dump_config({**{k: v for k, v in command.items() if v is not None}, **dataclasses.asdict(recipe),
+                           'threads': threads}), end='')
+        return 0
+    _set_threads(threads)
+    source = command.pop('arch') or command.pop('genotype')
+    command.pop('genotype', None)
+    result = retrain(source, **command, **overrides)
     print(result.headline())
     print(f'summary: {result.out / "summary.json"}')
     return 0

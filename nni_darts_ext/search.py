@@ -12,13 +12,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 
-from . import accel
-from .evaluator import WEIGHT_RECIPES
-from .space.genotype import arch_to_genotype, count_skips, save_arch
-from .space.network import DartsCellSpace
+
+if TYPE_CHECKING:  # the settings import without torch/NNI (fast --help); the functions import them
+    from .space.network import DartsCellSpace
 
 __all__ = ['SearchSettings', 'SearchResult', 'PRESETS', 'STRATEGIES', 'build_strategy', 'build_space', 'run_search']
 
@@ -26,7 +25,14 @@ _logger = logging.getLogger(__name__)
 
 STRATEGIES = ('darts', 'pdarts', 'pcdarts')
 
-# Per-strategy weight recipe of the reference code (batch, lr, lr_min): see evaluator.WEIGHT_RECIPES.
+# Weight recipe of each reference search (batch, lr, lr_min; SGD momentum 0.9, wd 3e-4, cosine in all three):
+# DARTS train_search.py (batch 64, lr 0.025 -> 0.001); P-DARTS train_search.py (batch 96, cosine to 0);
+# PC-DARTS train_search.py (batch 256, lr 0.1 -> 0). Used by evaluator.search_evaluator(recipe=...).
+WEIGHT_RECIPES: Dict[str, Dict[str, Any]] = {
+    'darts': dict(batch_size=64, learning_rate=0.025, learning_rate_min=0.001),
+    'pdarts': dict(batch_size=96, learning_rate=0.025, learning_rate_min=0.0),
+    'pcdarts': dict(batch_size=256, learning_rate=0.1, learning_rate_min=0.0),
+}
 REFERENCE_WEIGHT_RECIPE = WEIGHT_RECIPES
 # Weight-only warm-up as a fraction of the epochs: PC-DARTS 15 of 50, P-DARTS 10 of 25 per stage; DARTS none.
 WARMUP_FRACTION = {'darts': 0.0, 'pdarts': 10 / 25, 'pcdarts': 15 / 50}
@@ -81,42 +87,59 @@ def scaled_arc_learning_rate(settings: 'SearchSettings') -> float:
     return float(min(MAX_SCALED_ARC_LR, max(reference, SHORT_SEARCH_ARC_BUDGET / steps)))
 
 
+def _opt(default: Any = None, help: str = '', **metadata: Any) -> Any:
+    """A settings field with its command-line metadata (:mod:`nni_darts_ext.options`)."""
+    if isinstance(default, (list, dict)):
+        raise TypeError('use a tuple default')
+    return field(default=default, metadata={'help': help, **metadata})
+
+
 @dataclass
 class SearchSettings:
-    """Everything a search run needs; ``None`` means the strategy's / preset's default."""
+    """Everything a search run needs; ``None`` means the strategy's / preset's default.
 
-    strategy: str = 'darts'
-    order: int = 1
-    dataset: str = 'fashion-mnist'
-    preset: Optional[str] = None
-    subset: Optional[int] = None
-    epochs: Optional[int] = None
+    Each field is a command-line option ``--field-name`` of ``search`` and of the trial (plus the aliases in its
+    metadata) and a key of ``--config FILE.yaml``; a new field needs no other code.
+    """
+
+    strategy: str = _opt('darts', choices=STRATEGIES)
+    order: int = _opt(1, 'DARTS order (1: xi = 0; 2: unrolled)', choices=(1, 2))
+    dataset: Optional[str] = _opt(None, 'fashion-mnist | mnist | cifar10 | digits; an explicit one wins over the '
+                                        'preset\'s (default: the preset\'s, else fashion-mnist)')
+    preset: Optional[str] = _opt(None, 'reference: the papers\' settings (GPU scale); cpu: minutes on 2 cores; '
+                                       'tiny: seconds', choices=tuple(PRESETS))
+    subset: Optional[int] = _opt(None, 'use a seeded random subset of the training set')
+    epochs: Optional[int] = _opt(None, 'search epochs (P-DARTS: per stage)')
     batch_size: Optional[int] = None
-    width: Optional[int] = None
-    cells: Optional[int] = None
+    width: Optional[int] = _opt(None, 'initial channels C')
+    cells: Optional[int] = _opt(None, 'number of cells')
     nodes: int = 4
-    ops: Optional[Sequence[str]] = None
-    learning_rate: Optional[float] = None
-    learning_rate_min: Optional[float] = None
-    arc_learning_rate: Optional[float] = None
-    warmup_epochs: Optional[int] = None
-    k: Optional[int] = None                       # PC-DARTS K; None: the preset's, else 4 (the paper's)
-    stage_cells: Optional[Sequence[int]] = None
-    stage_ops: Sequence[int] = (8, 5, 3)
-    skip_dropout: Sequence[float] = (0.1, 0.4, 0.7)
-    max_skip: int = 2
+    ops: Optional[Sequence[str]] = _opt(None, 'candidate op names (default: the DARTS eight)')
+    learning_rate: Optional[float] = _opt(None, 'weight learning rate', flags=('--lr',))
+    learning_rate_min: Optional[float] = _opt(None, flags=('--lr-min',))
+    arc_learning_rate: Optional[float] = _opt(None, 'architecture learning rate', flags=('--arc-lr',))
+    warmup_epochs: Optional[int] = _opt(None, 'weight-only epochs (default: PC-DARTS 15/50, P-DARTS 10/25 of the '
+                                              'epochs)')
+    k: Optional[int] = _opt(None, 'PC-DARTS partial-channel factor K (default: the preset\'s: 4, cpu 2)')
+    stage_cells: Optional[Sequence[int]] = _opt(None, 'P-DARTS cells per stage', nargs=3)
+    stage_ops: Sequence[int] = _opt((8, 5, 3), 'P-DARTS ops per edge per stage', nargs=3)
+    skip_dropout: Sequence[float] = _opt((0.1, 0.4, 0.7), 'P-DARTS skip-connect dropout per stage', nargs=3)
+    max_skip: int = _opt(2, 'P-DARTS: skip-connects kept in the normal cell')
     seed: int = 0
-    channels_last: bool = True
-    augment: bool = True
+    channels_last: bool = _opt(True, 'the channels_last memory format', negative='--contiguous')
+    augment: bool = _opt(True, 'random crop (and flip where allowed) of both search halves, as the '
+                               'references')
     limit_train_batches: Optional[int] = None
-    num_workers: int = 0
-    data_dir: Optional[str] = None
-    out: str = 'runs/search'
-    progress_bar: bool = True
-    accelerator: str = 'auto'       # Lightning's names (accel.py); on a GPU also cudnn.benchmark and pinned memory
-    devices: Any = 'auto'
-    precision: str = '32-true'      # e.g. 'bf16-mixed' (the finite-difference HVP stays in float32: bilevel.py)
-    compile: bool = False           # torch.compile the supernet (opt-in: slow to compile, pays on a GPU)
+    num_workers: int = _opt(0, 'data loader worker processes')
+    data_dir: Optional[str] = _opt(None, 'dataset root (default $NNI_DARTS_EXT_DATA or ~/.cache)')
+    out: str = _opt('runs/search', 'output folder')
+    progress_bar: Optional[bool] = _opt(None, 'the Lightning progress bar (default: only on a terminal)')
+    accelerator: str = _opt('auto', 'Lightning accelerator (cpu, gpu, auto); on a GPU also cudnn.benchmark and '
+                                   'pinned memory (accel.py)')
+    devices: str = _opt('auto', 'Lightning devices (a count, a list, or auto)')
+    precision: str = _opt('32-true', 'Lightning precision, e.g. bf16-mixed (the finite-difference HVP stays in '
+                                     'float32: bilevel.py)')
+    compile: bool = _opt(False, 'torch.compile the supernet (opt-in: slow to compile, pays on a GPU)')
 
     def resolved(self) -> 'SearchSettings':
         """Fill the ``None`` fields from the preset and the strategy's reference recipe."""
@@ -132,11 +155,12 @@ class SearchSettings:
             preset.pop('stage_epochs')
         recipe = REFERENCE_WEIGHT_RECIPE[self.strategy]
         for key, value in {**recipe, **preset}.items():
-            if key == 'dataset':
-                if self.dataset == SearchSettings.dataset:
-                    values['dataset'] = value
-            elif values.get(key) is None:
+            if values.get(key) is None:  # an explicit value (--dataset too) wins over the preset
                 values[key] = value
+        if values['dataset'] is None:
+            values['dataset'] = 'fashion-mnist'
+        if values['progress_bar'] is None:
+            values['progress_bar'] = _on_terminal()
         short = (self.preset or 'reference') != 'reference'
         if values['warmup_epochs'] is None:
             # half-up rounding, and always at least one epoch that trains the architecture
@@ -156,6 +180,11 @@ class SearchSettings:
         return settings
 
 
+def _on_terminal() -> bool:
+    import sys
+    return sys.stderr.isatty()
+
+
 @dataclass
 class SearchResult:
     arch: Dict[str, Any]
@@ -169,6 +198,7 @@ class SearchResult:
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> Dict[str, Any]:
+        from .space.genotype import count_skips
         s = self.settings
         return {
             'dataset': s.dataset, 'strategy': s.strategy, 'order': s.order, 'epochs': s.epochs,
@@ -207,8 +237,9 @@ def build_strategy(settings: SearchSettings):
                           max_skip=settings.max_skip, **common)
 
 
-def build_space(settings: SearchSettings) -> DartsCellSpace:
+def build_space(settings: SearchSettings) -> 'DartsCellSpace':
     from .data import get_info
+    from .space.network import DartsCellSpace
     info = get_info(settings.dataset)
     cells = settings.stage_cells[0] if settings.strategy == 'pdarts' else settings.cells
     return DartsCellSpace(width=settings.width, num_cells=cells, num_nodes=settings.nodes,
@@ -242,12 +273,13 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     from nni.nas.space import RawFormatModelSpace
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    from . import rundir
+    from . import accel, rundir
     from .callbacks import export_probs
     from .data import get_info
     from .evaluator import search_evaluator
     from .guards import DivergenceGuard
     from .oneshot.decision import decision_summary, describe_decision, edge_products
+    from .space.genotype import arch_to_genotype, save_arch
 
     settings = settings.resolved()
     get_info(settings.dataset)  # unknown names fail before anything is written
@@ -332,6 +364,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
 
 def _save_result(result: SearchResult, status: Dict[str, Any]) -> None:
     from . import rundir
+    from .space.genotype import save_arch
     out = result.out
     save_arch(result.arch, out / 'arch.json')
     rundir.atomic_write_text(out / 'genotype.txt', str(result.genotype) + '\n')

@@ -21,14 +21,12 @@ only, the results are logged instead of reported, and the outputs go to ``--out`
 from __future__ import annotations
 
 import argparse
-import collections.abc
 import dataclasses
 import json
 import logging
 import os
 import sys
 import time
-import typing
 import warnings
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -53,49 +51,14 @@ class TrialParameterError(ValueError):
 
 
 def _fields() -> Dict[str, Any]:
+    from .options import field_hints
     from .search import SearchSettings
-    return typing.get_type_hints(SearchSettings)
+    return field_hints(SearchSettings)
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Union:
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-    bad = TrialParameterError(f'parameter {name!r}: {value!r} ({type(value).__name__}) is not a valid '
-                              f'{getattr(hint, "__name__", hint)}')
-    if origin in (collections.abc.Sequence, list, tuple):
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise TrialParameterError(f'parameter {name!r}: {value!r} is not a list')
-        return tuple(_coerce(name, v, args[0] if args else Any) for v in value)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, (int, float)) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.lower() in ('true', 'false', '1', '0', 'yes', 'no'):
-            return value.lower() in ('true', '1', 'yes')
-        raise bad
-    if hint in (int, float):
-        if isinstance(value, bool):
-            raise bad
-        if hint is int and isinstance(value, float):  # quniform / randint give floats
-            if value.is_integer():
-                return int(value)
-            raise bad
-        if isinstance(value, (int, float, str)):
-            try:
-                return hint(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise bad
-    return value
+    from .options import coerce
+    return coerce(name, value, hint, TrialParameterError)
 
 
 def settings_from_params(base: Any, params: Optional[Mapping[str, Any]]) -> Any:
@@ -124,10 +87,10 @@ def settings_from_params(base: Any, params: Optional[Mapping[str, Any]]) -> Any:
         seen[key] = str(raw_key)
         values[key] = _coerce(str(raw_key), value, hints[key])
     settings = type(base)(**values)
-    settings.resolved()  # invalid strategy / preset / epochs fail here, before any data is read
+    resolved = settings.resolved()  # invalid strategy / preset / epochs fail here, before any data is read
     from .data import get_info
     try:
-        get_info(settings.dataset)
+        get_info(resolved.dataset)
     except ValueError as err:
         raise TrialParameterError(f'parameter dataset: {err}') from None
     return settings
@@ -176,20 +139,19 @@ class NniReporter(pl.Callback):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli import _add_search_arguments
+    """The search options (generated from ``SearchSettings``, as for ``python -m nni_darts_ext search``), plus
+    ``--params``, ``--config``, ``--print-config``, ``--threads`` and ``--verbose``."""
+    from .cli import add_common_options
+    from .options import add_options
+    from .search import SearchSettings
     p = argparse.ArgumentParser(
-        prog='python -m nni_darts_ext.trial', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog='python -m nni_darts_ext.trial',
         description='One NNI trial: a whole one-shot search. Under nnictl the tuner\'s parameters override these '
                     'options and the outputs go to $NNI_OUTPUT_DIR.')
-    _add_search_arguments(p)
-    p.set_defaults(out='runs/trial', progress_bar=None)
-    p.add_argument('--progress-bar', dest='progress_bar', action='store_true',
-                   help='draw the Lightning progress bar (default: only outside nnictl)')
+    add_options(p, SearchSettings, defaults={'out': 'runs/trial', 'progress_bar': 'only outside nnictl, on a terminal'})
     p.add_argument('--params', default=None,
                    help='JSON dict of parameters merged like the tuner\'s (mainly for runs outside nnictl)')
-    p.add_argument('--threads', type=int, default=None,
-                   help='torch CPU threads (default: torch\'s; use cores / trialConcurrency)')
-    p.add_argument('-v', '--verbose', action='store_true')
+    add_common_options(p)
     return p
 
 
@@ -245,10 +207,14 @@ def _fail(message: str, code: int, exc: Optional[BaseException] = None) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from .cli import quiet
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = any(a in ('-v', '--verbose') for a in argv)
+    quiet(not verbose)
     args = build_parser().parse_args(argv)
     under_nni = bool(os.environ.get('NNI_PLATFORM'))
     if not under_nni:  # under NNI, ``import nni`` has already sent the root logger to trial.log
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+        logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                             format='[%(asctime)s] %(levelname)s %(name)s: %(message)s')
     import nni
     import nni.trial
@@ -268,27 +234,35 @@ def main(argv: Optional[List[str]] = None) -> int:
         nni.trial._params = record
         params = record['parameters'] or {}
     parameter_id = record['parameter_id'] if record else None
-    _logger.info('trial %s: parameter id %s, parameters %s', nni.get_trial_id(), parameter_id, params)
+    from . import __file__ as package_file, __version__
+    _logger.info('trial %s: parameter id %s, parameters %s; nni_darts_ext %s from %s', nni.get_trial_id(),
+                 parameter_id, params, __version__, os.path.dirname(package_file))
 
     try:
         extra = json.loads(args.params) if args.params else {}
         if not isinstance(extra, dict):
             raise TrialParameterError(f'--params must be a JSON object, not {args.params!r}')
-        fields = SearchSettings.__dataclass_fields__
-        base = SearchSettings(**{k: v for k, v in vars(args).items() if k in fields})
-        base.progress_bar = (not under_nni) if args.progress_bar is None else args.progress_bar
+        from .cli import search_settings
+        base, config = search_settings(args)
+        if not hasattr(args, 'out') and 'out' not in config:
+            base.out = 'runs/trial'
+        if under_nni and base.progress_bar is None:
+            base.progress_bar = False
         settings = settings_from_params(base, {**extra, **params})
+        if args.print_config:
+            from .options import dump_config
+            print(dump_config(dataclasses.asdict(settings.resolved())), end='')
+            return 0
         if under_nni:
             out_dir = os.environ.get('NNI_OUTPUT_DIR')
             if not out_dir:
                 raise TrialParameterError('NNI_PLATFORM is set but NNI_OUTPUT_DIR is not')
             settings.out = out_dir
-    except (TrialParameterError, ValueError, json.JSONDecodeError) as err:
+    except (TrialParameterError, ValueError, json.JSONDecodeError) as err:  # OptionError too
         return _fail(f'bad parameter: {err}', 2)
 
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    from .cli import _set_threads, _threads
+    _set_threads(_threads(args, config))
     reporter = NniReporter(channel, parameter_id, trial_job_id)
     try:
         # under nnictl a restarted trial continues its own run in $NNI_OUTPUT_DIR (issue #12)

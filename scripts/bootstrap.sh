@@ -15,6 +15,6 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 if ! .venv/bin/python -c "import nni_darts_ext, pytest, torchvision" >/dev/null 2>&1; then
-  .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+  .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
 fi
 .venv/bin/python -m nni_darts_ext prepare-data >/dev/null

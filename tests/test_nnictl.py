@@ -70,13 +70,17 @@ class Experiment:
     """One ``nnictl create`` on a free port, with ``$HOME`` (hence nnictl's manifest) and the experiment folder in
     ``tmp``; :meth:`stop` stops it (and kills its manager if ``nnictl stop`` could not)."""
 
-    def __init__(self, tmp: Path, config: Path):
+    def __init__(self, tmp: Path, config: Path, nnictl: Optional[List[str]] = None, path_first: Optional[Path] = None):
         self.tmp, self.config = tmp, config
+        self.nnictl = nnictl or [str(NNICTL)]
         self.home = tmp / 'home'
         self.home.mkdir(exist_ok=True)
         self.env = {**os.environ, 'HOME': str(self.home), 'PYTHONDONTWRITEBYTECODE': '1', 'PYTHONWARNINGS': 'ignore'}
         for key in [k for k in self.env if k.startswith('NNI_') and k != 'NNI_DARTS_EXT_DATA']:
             self.env.pop(key)
+        if path_first is not None:  # an "activated" environment: its bin/ first on the PATH, no checkout on sys.path
+            self.env['PATH'] = os.pathsep.join([str(path_first), self.env.get('PATH', '')])
+            self.env.pop('PYTHONPATH', None)
         mpl_cache = Path.home() / '.cache' / 'matplotlib'  # the real one: no font-cache rebuild per trial
         if mpl_cache.is_dir():
             self.env.setdefault('MPLCONFIGDIR', str(mpl_cache))
@@ -101,7 +105,7 @@ class Experiment:
         pytest.fail(problem)
 
     def _create_once(self) -> str:
-        self._create = subprocess.Popen([str(NNICTL), 'create', '--config', str(self.config), '--port',
+        self._create = subprocess.Popen([*self.nnictl, 'create', '--config', str(self.config), '--port',
                                          str(self.port)], env=self.env, cwd=str(self.tmp),
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         preexec_fn=_boost if BOOST else None)
@@ -142,7 +146,7 @@ class Experiment:
         if self._create.poll() is None:
             self._create.kill()
             self._create.communicate()
-        args = [str(NNICTL), 'stop', self.id] if self.id else [str(NNICTL), 'stop', '--all']
+        args = [*self.nnictl, 'stop', self.id] if self.id else [*self.nnictl, 'stop', '--all']
         return subprocess.Popen(args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def finish_stop(self, proc: Optional[subprocess.Popen]) -> None:
@@ -300,24 +304,63 @@ def test_nnictl_bad_parameter_fails_the_trial_with_its_reason(experiments):
     assert not (folder / 'arch.json').exists()
 
 
+@pytest.mark.slow
+def test_nnictl_from_a_pip_installed_package(tmp_path_factory):
+    """examples/installed/darts.yml run by the nnictl of a venv the wheel was pip-installed into: the trial runs
+    that venv's ``python`` and imports the installed package, although its code folder lies inside this checkout."""
+    from _wheel import installed_venv
+    _, venv = installed_venv(tmp_path_factory)
+    tmp = tmp_path_factory.mktemp('nnictl_installed')
+    config = yaml.safe_load((ROOT / 'examples' / 'installed' / 'darts.yml').read_text())
+    command = config['trialCommand'].replace('--preset cpu --threads 1', TINY_ARGS)
+    assert command.startswith('python -m nni_darts_ext.trial --strategy darts') and '--subset 64' in command
+    config.update(experimentName=f'nni_darts_ext installed {tmp.name}',
+                  searchSpace={k: {'_type': 'choice', '_value': [v]} for k, v in (('seed', 0), ('epochs', 1))},
+                  trialCommand=command, trialCodeDirectory=str(ROOT / 'examples' / 'installed'),
+                  trialConcurrency=1, maxTrialNumber=1, maxExperimentDuration='10m', maxTrialDuration='5m',
+                  experimentWorkingDirectory=str(tmp / 'experiments'))
+    path = tmp / 'config.yml'
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    python = venv / 'bin' / 'python'
+    exp = Experiment(tmp, path, nnictl=[str(python), '-c', 'from nni.tools.nnictl.nnictl import parse_args; '
+                                                            'parse_args()'], path_first=venv / 'bin')
+    try:
+        exp.start()
+        assert _wait_done(exp.port, 300) == 'DONE'
+        (trial,) = exp.get('trial-jobs')
+        folder = _trial_dir(trial)
+        log = (folder / 'trial.log').read_text() if (folder / 'trial.log').exists() else ''
+        assert trial['status'] == 'SUCCEEDED', f'{trial}\n{log[-3000:]}'
+    finally:
+        exp.stop()
+    imported = re.search(r'nni_darts_ext \S+ from (\S+)', log)
+    assert imported and Path(imported.group(1)).is_relative_to(venv), log[:2000]
+    assert (folder / 'arch.json').is_file()
+
+
 # --- fast checks (no nnictl) ------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize('kind', ['checkout', 'installed'])
 @pytest.mark.parametrize('name', EXAMPLES)
-def test_example_configs_are_valid_nnictl_configs(name):
+def test_example_configs_are_valid_nnictl_configs(name, kind):
     from nni.experiment.config import ExperimentConfig
-    from nni_darts_ext.search import SearchSettings
+    from nni_darts_ext.cli import search_settings
     from nni_darts_ext.trial import build_parser, settings_from_params
 
-    path = ROOT / 'examples' / f'{name}.yml'
+    path = ROOT / 'examples' / ('installed' if kind == 'installed' else '') / f'{name}.yml'
     config = ExperimentConfig.load(str(path))
     raw = yaml.safe_load(path.read_text())
-    assert raw['trialCodeDirectory'] == '..' and (path.parent / config.trial_code_directory).resolve() == ROOT
     command = shlex.split(raw['trialCommand'])
-    assert command[:3] == ['.venv/bin/python', '-m', 'nni_darts_ext.trial'], command
-    args = build_parser().parse_args(command[3:])
-    assert args.strategy == name and args.dataset == 'fashion-mnist' and args.preset == 'cpu'
-    fields = SearchSettings.__dataclass_fields__
-    base = SearchSettings(**{k: v for k, v in vars(args).items() if k in fields})
+    code_dir = (path.parent / config.trial_code_directory).resolve()
+    if kind == 'checkout':  # the project's .venv, run in the repository
+        assert raw['trialCodeDirectory'] == '..' and code_dir == ROOT
+        assert command[:3] == ['.venv/bin/python', '-m', 'nni_darts_ext.trial'], command
+    else:  # the python on the PATH, in a folder without source: the installed package is imported, not a checkout
+        assert command[:3] == ['python', '-m', 'nni_darts_ext.trial'], command
+        assert not (code_dir / 'nni_darts_ext').exists() and not list(code_dir.glob('*.py'))
+        assert code_dir != ROOT
+    base, _ = search_settings(build_parser().parse_args(command[3:]))
+    assert base.strategy == name and base.preset == 'cpu' and base.resolved().dataset == 'fashion-mnist'
     space = raw['searchSpace']
     assert space and all(spec['_type'] == 'choice' for spec in space.values())
     for key, spec in space.items():  # every value of every key is a setting the trial accepts
@@ -325,6 +368,15 @@ def test_example_configs_are_valid_nnictl_configs(name):
             settings_from_params(base, {key: value})
     assert raw['tuner']['name'] in ('GridSearch', 'Random', 'TPE')
     assert config.trial_concurrency >= 1 and config.max_trial_number >= 1
+
+
+def test_installed_and_checkout_configs_differ_only_in_how_they_run():
+    for name in EXAMPLES:
+        checkout = yaml.safe_load((ROOT / 'examples' / f'{name}.yml').read_text())
+        installed = yaml.safe_load((ROOT / 'examples' / 'installed' / f'{name}.yml').read_text())
+        for key in ('trialCommand', 'trialCodeDirectory'):
+            checkout.pop(key), installed.pop(key)
+        assert checkout == installed
 
 
 def test_settings_from_params_merges_and_validates():

@@ -3,6 +3,11 @@
 Label scheme of :class:`~nni_darts_ext.DartsCellSpace` (arch files depend on it): nodes are numbered as in the
 genotype, 0 and 1 are the cell inputs c_{k-2}, c_{k-1}, intermediate nodes are 2 .. num_nodes+1.
 ``{cell}/node{j}/edge{i}`` is the op on edge i -> j, ``{cell}/node{j}/inputs`` the sorted pair of chosen predecessors.
+
+NNI's hub space (``nni.nas.hub.pytorch.DARTS``, and ``DARTS.load_searched_model``) labels the same choices per node
+slot instead of per edge: ``{cell}/op_{j}_{k}`` is the op of the k-th input (k = 0, 1) of node j and
+``{cell}/input_{j}_{k}`` its predecessor as a one-element list. :func:`to_nni_hub_arch` / :func:`from_nni_hub_arch`
+convert through the genotype; :func:`arch_to_genotype` and :func:`load_arch` accept either format.
 """
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ from .ops import NONE_OP, OPS
 __all__ = [
     'Genotype', 'DARTS_V1', 'DARTS_V2', 'PDARTS', 'PC_DARTS_CIFAR', 'PUBLISHED_GENOTYPES', 'CELL_TYPES',
     'edge_label', 'inputs_label', 'genotype_to_arch', 'arch_to_genotype', 'save_arch', 'load_arch',
-    'ArchFileError', 'genotype_from_name', 'count_skips', 'unused_edge_value',
+    'ArchFileError', 'genotype_from_name', 'count_skips', 'unused_edge_value', 'arch_format', 'to_nni_hub_arch',
+    'from_nni_hub_arch', 'HUB_FORMAT', 'OUR_FORMAT',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -107,6 +113,98 @@ def genotype_to_arch(genotype: Genotype, op_candidates: Optional[Sequence[str]] 
 
 
 _LABEL = re.compile(r'^(normal|reduce)/node(\d+)/(inputs|edge(\d+))$')
+_HUB_LABEL = re.compile(r'^(normal|reduce)/(op|input)_(\d+)_(\d+)$')
+OUR_FORMAT = 'nni_darts_ext'  # DartsCellSpace: normal/node2/edge0, normal/node2/inputs
+HUB_FORMAT = 'nni_hub'        # nni.nas.hub.pytorch.DARTS: normal/op_2_0, normal/input_2_0
+_FORMATS_HELP = ('expected the labels of nni_darts_ext.DartsCellSpace ("normal/node2/edge0", "normal/node2/inputs") '
+                 'or of NNI\'s hub DARTS space nni.nas.hub.pytorch.DARTS ("normal/op_2_0", "normal/input_2_0")')
+
+
+def arch_format(arch: Any) -> str:
+    """:data:`OUR_FORMAT` or :data:`HUB_FORMAT` by the arch's labels; ``ArchFileError`` naming both otherwise."""
+    if isinstance(arch, dict):
+        ours = sum(1 for key in arch if _LABEL.match(str(key)))
+        hub = sum(1 for key in arch if _HUB_LABEL.match(str(key)))
+        if ours and not hub:
+            return OUR_FORMAT
+        if hub and not ours:
+            return HUB_FORMAT
+        if ours and hub:
+            raise ArchFileError(f'The arch mixes the two label formats; {_FORMATS_HELP}.')
+    keys = list(arch)[:3] if isinstance(arch, dict) else type(arch).__name__
+    raise ArchFileError(f'The arch is in no known format (keys {keys}); {_FORMATS_HELP}.')
+
+
+def _hub_to_genotype(arch: Dict[str, Any]) -> Genotype:
+    cells: Dict[str, Any] = {}
+    for cell in CELL_TYPES:
+        slots = {}
+        for key in arch:
+            m = _HUB_LABEL.match(str(key))
+            if m and m.group(1) == cell:
+                slots.setdefault(int(m.group(3)), set()).add(int(m.group(4)))
+        pairs: List[tuple] = []
+        nodes = sorted(slots)
+        if nodes and nodes != list(range(2, nodes[-1] + 1)):
+            raise ArchFileError(f'The hub arch\'s {cell} cell has nodes {nodes}; expected 2, 3, ... without gaps.')
+        for node in nodes:
+            for k in sorted(slots[node]):
+                op_key, in_key = f'{cell}/op_{node}_{k}', f'{cell}/input_{node}_{k}'
+                for key in (op_key, in_key):
+                    if key not in arch:
+                        raise ArchFileError(f'The hub arch misses label {key!r}.')
+                src = arch[in_key]
+                if isinstance(src, (list, tuple)):
+                    if len(src) != 1:
+                        raise ArchFileError(f'{in_key!r} must choose one input, got {src!r}.')
+                    src = src[0]
+                pairs.append((arch[op_key], int(src)))
+        cells[cell] = pairs
+        cells[cell + '_concat'] = list(range(2, nodes[-1] + 1)) if nodes else []
+    return Genotype(**cells)
+
+
+def to_nni_hub_arch(arch: Any) -> Dict[str, Any]:
+    """The arch dict of NNI's hub ``nni.nas.hub.pytorch.DARTS`` for a genotype or an arch dict of either format.
+
+    Node j's k-th genotype pair ``(op, i)`` becomes ``{cell}/op_{j}_{k}: op`` and ``{cell}/input_{j}_{k}: [i]``.
+    The hub has no ``none`` op (its cell drops unchosen edges itself), so a ``none`` on a chosen edge is an error.
+    """
+    genotype = arch if isinstance(arch, Genotype) else arch_to_genotype(arch)
+    hub: Dict[str, Any] = {}
+    for cell in CELL_TYPES:
+        pairs = getattr(genotype, cell)
+        if len(pairs) % 2:
+            raise ValueError(f'Genotype.{cell} must hold two (op, input) pairs per node, got {len(pairs)} entries.')
+        for idx, (op, src) in enumerate(pairs):
+            node, k = idx // 2 + 2, idx % 2
+            if op == NONE_OP:
+                raise ArchFileError(f'{cell} node {node} chooses the op {NONE_OP!r} on input {src}; NNI\'s hub space '
+                                    'has no such op.')
+            hub[f'{cell}/op_{node}_{k}'] = op
+            hub[f'{cell}/input_{node}_{k}'] = [int(src)]
+    return hub
+
+
+def from_nni_hub_arch(hub_arch: Dict[str, Any], op_candidates: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """The :class:`DartsCellSpace` arch dict of an arch of NNI's hub DARTS space (through the genotype).
+
+    ``op_candidates``: those of the space the arch is meant for (they set the value of unused edges, see
+    :func:`genotype_to_arch`). The hub allows one predecessor in both slots of a node; our space does not
+    (``InputChoice(n_chosen=2)`` chooses two distinct ones), which raises ``ValueError``.
+    """
+    if arch_format(hub_arch) != HUB_FORMAT:
+        raise ArchFileError(f'from_nni_hub_arch needs an arch of NNI\'s hub DARTS space; {_FORMATS_HELP}.')
+    return genotype_to_arch(_hub_to_genotype(hub_arch), op_candidates)
+
+
+def to_arch_format(arch: Dict[str, Any], fmt: str, op_candidates: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """``arch`` (either format) in format ``fmt`` (:data:`OUR_FORMAT` or :data:`HUB_FORMAT`)."""
+    if fmt not in (OUR_FORMAT, HUB_FORMAT):
+        raise ValueError(f'format={fmt!r} is invalid; allowed: {OUR_FORMAT!r}, {HUB_FORMAT!r}.')
+    if arch_format(arch) == fmt:
+        return dict(arch)
+    return to_nni_hub_arch(arch) if fmt == HUB_FORMAT else from_nni_hub_arch(arch, op_candidates)
 
 
 def _num_nodes(arch: Dict[str, Any], cell: str) -> int:
@@ -115,9 +213,10 @@ def _num_nodes(arch: Dict[str, Any], cell: str) -> int:
 
 
 def arch_to_genotype(arch: Dict[str, Any]) -> Genotype:
-    """The genotype of an arch dict of :class:`DartsCellSpace` (inputs in sorted order)."""
-    if not isinstance(arch, dict) or not any(map(_LABEL.match, arch)):
-        raise ArchFileError('The arch has no DartsCellSpace labels (expected keys like "normal/node2/inputs").')
+    """The genotype of an arch dict of :class:`DartsCellSpace` (inputs in sorted order) or of NNI's hub DARTS space
+    (pairs in slot order)."""
+    if arch_format(arch) == HUB_FORMAT:
+        return _hub_to_genotype(arch)
     cells = {}
     for cell in CELL_TYPES:
         num_nodes = _num_nodes(arch, cell)
@@ -165,8 +264,13 @@ def save_arch(arch: Dict[str, Any], path: os.PathLike | str) -> Path:
     return atomic_write_text(path, json.dumps(arch, indent=2, sort_keys=True))
 
 
-def load_arch(path: os.PathLike | str, space: Any = None) -> Dict[str, Any]:
-    """Read an arch JSON file; with ``space`` (an NNI ModelSpace) check every label against it."""
+def load_arch(path: os.PathLike | str, space: Any = None, format: Optional[str] = None) -> Dict[str, Any]:
+    """Read an arch JSON file of either format (ours or NNI's hub DARTS space).
+
+    With ``space`` (an NNI ModelSpace) the arch is converted to the space's label format when it is in the other
+    one, then every label is checked against the space. ``format`` (:data:`OUR_FORMAT` / :data:`HUB_FORMAT`)
+    converts without a space.
+    """
     path = Path(path)
     if not path.is_file():
         raise ArchFileError(f'Arch file {str(path)!r} does not exist.')
@@ -176,11 +280,19 @@ def load_arch(path: os.PathLike | str, space: Any = None) -> Dict[str, Any]:
         raise ArchFileError(f'Arch file {str(path)!r} is not valid JSON ({err}).') from None
     if isinstance(arch, dict) and 'arch' in arch and isinstance(arch['arch'], dict):
         arch = arch['arch']  # a search summary file holds the arch under "arch"
+    if format is not None:
+        arch = to_arch_format(arch, format)
     if space is not None:
-        validate_arch(arch, space.simplify(), source=f'Arch file {str(path)!r}')
+        labels = space.simplify()
+        wanted = next((f for f, rx in ((OUR_FORMAT, _LABEL), (HUB_FORMAT, _HUB_LABEL))
+                       if any(rx.match(str(k)) for k in labels)), None)
+        if wanted is not None and isinstance(arch, dict) and arch_format(arch) != wanted:
+            edge = next((m for k, m in labels.items() if _LABEL.match(k) and not k.endswith('/inputs')), None)
+            arch = to_arch_format(arch, wanted, list(edge.values) if edge is not None else None)
+        validate_arch(arch, labels, source=f'Arch file {str(path)!r}')
     elif not isinstance(arch, dict):
         raise ArchFileError(f'Arch file {str(path)!r} must hold a JSON object mapping labels to choices.')
     return arch
 
 
-__all__.append('validate_arch')
+__all__ += ['validate_arch', 'to_arch_format']
