@@ -44,6 +44,22 @@ def _add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--data-dir', default=None, help='dataset root (default $NNI_DARTS_EXT_DATA or ~/.cache)')
     p.add_argument('--out', default='runs/search', help='output folder')
     p.add_argument('--no-progress-bar', dest='progress_bar', action='store_false')
+    _add_distributed_arguments(p)
+    p.add_argument('--retrain-epochs', type=int, default=0,
+                   help='train the derived network this many epochs on the training half and report its accuracy '
+                        'on the architecture half (the test set is never used); 0: off')
+
+
+def _add_distributed_arguments(p: argparse.ArgumentParser) -> None:
+    """Lightning's Trainer flags for data-parallel runs (issue #13); shared by `search` and `train`."""
+    p.add_argument('--accelerator', default=None, help="Lightning accelerator: cpu | gpu | auto (default: Lightning's)")
+    p.add_argument('--devices', default=None, help="devices per node: a number (2), a list (0,1) or auto")
+    p.add_argument('--num-nodes', type=int, default=1, help='machines (DDP across nodes)')
+    p.add_argument('--strategy-backend', default=None,
+                   help="Lightning's distributed strategy: ddp | ddp_spawn | ddp_find_unused_parameters_true | ... "
+                        "(named so because --strategy is the NAS strategy)")
+    p.add_argument('--sync-batchnorm', action='store_true',
+                   help='batch-norm statistics over the global batch of all processes (CPU: gloo all-reduce)')
 
 
 def _run_search(args: argparse.Namespace) -> int:
@@ -51,6 +67,9 @@ def _run_search(args: argparse.Namespace) -> int:
     fields = SearchSettings.__dataclass_fields__
     settings = SearchSettings(**{k: v for k, v in vars(args).items() if k in fields})
     result = run_search(settings)
+    from .oneshot.distributed import is_rank_zero
+    if not is_rank_zero():
+        return 0
     print(result.headline())
     print(f'arch: {result.out / "arch.json"}\nsummary: {result.out / "summary.json"}')
     return 0

@@ -108,6 +108,14 @@ class SearchSettings:
     data_dir: Optional[str] = None
     out: str = 'runs/search'
     progress_bar: bool = True
+    # data parallel inside one search (issue #13; Lightning's Trainer names; None: Lightning's default)
+    accelerator: Optional[str] = None
+    devices: Optional[Any] = None
+    num_nodes: int = 1
+    strategy_backend: Optional[str] = None   # Lightning's `strategy` (ddp, ddp_spawn, ...): `strategy` is the NAS one
+    sync_batchnorm: bool = False
+    # > 0: train the derived network this many epochs on the training half, report its accuracy on the other half
+    retrain_epochs: int = 0
 
     def resolved(self) -> 'SearchSettings':
         """Fill the ``None`` fields from the preset and the strategy's reference recipe."""
@@ -207,6 +215,40 @@ def build_space(settings: SearchSettings) -> DartsCellSpace:
                           image_size=info.image_size, num_classes=info.num_classes)
 
 
+def distributed_trainer_kwargs(settings: 'SearchSettings') -> Dict[str, Any]:
+    """Lightning ``Trainer`` arguments of the data-parallel settings (only those that are set).
+
+    ``sync_batchnorm`` on CPU uses :class:`~nni_darts_ext.oneshot.distributed.CpuSyncBatchNormPlugin` (PyTorch's
+    ``SyncBatchNorm`` refuses CPU tensors); on GPUs Lightning's own ``sync_batchnorm=True``.
+    """
+    kwargs: Dict[str, Any] = {}
+    if settings.accelerator is not None:
+        kwargs['accelerator'] = settings.accelerator
+    if settings.devices is not None:
+        kwargs['devices'] = _parse_devices(settings.devices)
+    if settings.num_nodes != 1:
+        kwargs['num_nodes'] = settings.num_nodes
+    if settings.strategy_backend is not None:
+        kwargs['strategy'] = settings.strategy_backend
+    if settings.sync_batchnorm:
+        import torch
+        on_cpu = settings.accelerator == 'cpu' or (settings.accelerator in (None, 'auto')
+                                                   and not torch.cuda.is_available())
+        if on_cpu:
+            from .oneshot.distributed import CpuSyncBatchNormPlugin
+            kwargs['plugins'] = [CpuSyncBatchNormPlugin()]
+        else:
+            kwargs['sync_batchnorm'] = True
+    return kwargs
+
+
+def _parse_devices(devices: Any) -> Any:
+    """``'2'`` -> 2, ``'0,1'`` stays (Lightning's device list syntax), ``'auto'``, ints and lists pass through."""
+    if isinstance(devices, str) and devices.strip().lstrip('-').isdigit():
+        return int(devices)
+    return devices
+
+
 def _callbacks(out: Path, extra: Sequence[Any]) -> List[Any]:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -226,6 +268,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = ()) -> Searc
     from .data import get_info
     from .evaluator import search_evaluator
     from .oneshot.decision import decision_summary, describe_decision, edge_products
+    from .oneshot.distributed import is_rank_zero
 
     settings = settings.resolved()
     get_info(settings.dataset)  # unknown names fail before anything is written
@@ -240,6 +283,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = ()) -> Searc
         default_root_dir=str(out), log_every_n_steps=1, num_sanity_val_steps=0)
     if settings.limit_train_batches:
         trainer_kwargs['limit_train_batches'] = settings.limit_train_batches
+    trainer_kwargs.update(distributed_trainer_kwargs(settings))
     evaluator = search_evaluator(
         settings.dataset, recipe=settings.strategy, batch_size=settings.batch_size, subset=settings.subset,
         seed=settings.seed, root=settings.data_dir, max_epochs=settings.epochs, learning_rate=settings.learning_rate,
@@ -267,6 +311,8 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = ()) -> Searc
     result = SearchResult(arch=arch, genotype=genotype, settings=settings, seconds=seconds, val_acc=val_acc,
                           params=sum(p.numel() for p in fixed.parameters()), out=out,
                           history=[{**h, 'genotype': str(h.get('genotype'))} for h in history], extra=extra)
+    if not is_rank_zero():  # under DDP every rank holds the same α; only rank 0 writes
+        return result
     (_logger.info if all(c['decided'] for c in decision.values()) else _logger.warning)(
         'search: %s', extra['decision_text'])
     _draw_result(result, module)
