@@ -181,8 +181,16 @@ class SearchResult:
             **{k: v for k, v in self.extra.items() if k != 'files'},
         }
 
+    @property
+    def retrain_val_acc(self) -> Optional[float]:
+        """Held-out accuracy of the briefly retrained derived network (``retrain_epochs`` > 0), else None."""
+        return (self.extra.get('retrain') or {}).get('val_acc')
+
     def headline(self) -> str:
         acc = 'n/a' if self.val_acc is None else f'{self.val_acc:.4f}'
+        if self.retrain_val_acc is not None:
+            acc += (f', derived net retrained {self.settings.retrain_epochs} epochs: '
+                    f'{self.retrain_val_acc:.4f} on the architecture half')
         return (f'{self.settings.strategy} (order {self.settings.order}) on {self.settings.dataset}: '
                 f'{self.settings.epochs} epochs in {self.seconds:.0f} s, supernet val acc {acc}, '
                 f'derived net {self.params / 1e3:.1f} k params; genotype {self.genotype}'
@@ -315,12 +323,42 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = ()) -> Searc
         return result
     (_logger.info if all(c['decided'] for c in decision.values()) else _logger.warning)(
         'search: %s', extra['decision_text'])
+    if settings.retrain_epochs > 0:
+        extra['retrain'] = retrain_derived(settings, arch)
     _draw_result(result, module)
     save_arch(arch, out / 'arch.json')
     (out / 'genotype.txt').write_text(str(genotype) + '\n')
     _write_json(out / 'summary.json', {**result.summary(), 'history': _jsonable(result.history)})
     (out / 'summary.txt').write_text(result.headline() + '\n' + extra['decision_text'] + '\n')
     return result
+
+
+def retrain_derived(settings: SearchSettings, arch: Dict[str, Any]) -> Dict[str, Any]:
+    """A proxy of the found cell worth tuning (issue #13): the derived network, trained from scratch for
+    ``settings.retrain_epochs`` epochs on the search's *training* half (the weights' half), evaluated on the
+    *architecture* half. The test set is never used. Same width, depth, batch, seed and weight lr as the search; no
+    auxiliary head, drop path or cutout (a few epochs). Outputs in ``out/retrain``."""
+    from .data import search_dataloaders
+    from .retrain import retrain
+    train_loader, _ = search_dataloaders(settings.dataset, batch_size=settings.batch_size, subset=settings.subset,
+                                         seed=settings.seed, root=settings.data_dir, augment=settings.augment,
+                                         num_workers=settings.num_workers)
+    _, held_out = search_dataloaders(settings.dataset, batch_size=settings.batch_size, subset=settings.subset,
+                                     seed=settings.seed, root=settings.data_dir, augment=False,
+                                     num_workers=settings.num_workers)
+    out = Path(settings.out) / 'retrain'
+    overrides = dict(epochs=settings.retrain_epochs, width=settings.width, cells=settings.cells,
+                     batch_size=settings.batch_size, seed=settings.seed, auxiliary_weight=0.0, drop_path_prob=0.0,
+                     cutout=0, val_every_n_epochs=0, channels_last=settings.channels_last,
+                     limit_train_batches=settings.limit_train_batches)
+    if settings.learning_rate is not None:
+        overrides['learning_rate'] = settings.learning_rate
+    result = retrain(arch, settings.dataset, out=out, resume=False, train_loader=train_loader, test_loader=held_out,
+                     plots=False, progress_bar=False, **overrides)
+    _logger.info('derived network after %d epochs on the training half: accuracy %.4f on the architecture half',
+                 settings.retrain_epochs, result.test_acc)
+    return {'val_acc': result.test_acc, 'val_loss': result.test_loss, 'epochs': settings.retrain_epochs,
+            'params': result.params, 'seconds': round(result.seconds, 1), 'out': str(out)}
 
 
 def _draw_result(result: SearchResult, module: Any) -> None:
