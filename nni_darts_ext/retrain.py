@@ -69,6 +69,12 @@ class RetrainConfig:
     seed: int = 0
     channels_last: Optional[bool] = None  # None: on CPU only (faster convolutions there; 10 % slower on an H200)
     num_workers: int = 0
+    # data parallel (issue #13; Lightning's Trainer names, None: Lightning's default)
+    accelerator: Optional[str] = None
+    devices: Optional[Any] = None
+    num_nodes: int = 1
+    strategy_backend: Optional[str] = None
+    sync_batchnorm: bool = False
 
     def __post_init__(self):
         for name in ('width', 'cells', 'epochs', 'batch_size'):
@@ -208,11 +214,11 @@ class RetrainModule(pl.LightningModule):
         self._log_terms('train', terms, batch[1], on_step=True, on_epoch=True)
         return terms['loss']
 
-    def validation_step(self, batch, batch_idx):
-        self._log_terms('val', self.objective(batch), batch[1], on_epoch=True)
+    def validation_step(self, batch, batch_idx):  # sync_dist: under DDP the mean over the ranks' shards
+        self._log_terms('val', self.objective(batch), batch[1], on_epoch=True, sync_dist=True)
 
     def test_step(self, batch, batch_idx):
-        self._log_terms('test', self.objective(batch), batch[1], on_epoch=True)
+        self._log_terms('test', self.objective(batch), batch[1], on_epoch=True, sync_dist=True)
 
     def on_fit_start(self):
         self._fit_started = time.time()
@@ -298,7 +304,8 @@ class RetrainResult:
 
 
 # Settings that may change between a run and its resumption (everything else must match the checkpoint).
-_RESUME_FREE = ('num_workers', 'val_every_n_epochs', 'channels_last')
+_RESUME_FREE = ('num_workers', 'val_every_n_epochs', 'channels_last', 'accelerator', 'devices', 'num_nodes',
+                'strategy_backend', 'sync_batchnorm')
 
 
 def _resume_point(out: Path, arch: Dict[str, Any], dataset: str, config: RetrainConfig
@@ -375,9 +382,12 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
         if test_loader is None:
             test_loader = test_dataloader(info, subset=config.test_subset, seed=config.seed, root=data_dir,
                                           num_workers=config.num_workers)
-    save_arch(arch, out / 'arch.json')
+    from .oneshot.distributed import is_rank_zero
+    writer = is_rank_zero()  # under DDP only rank 0 writes (Lightning sets the rank before the group exists)
+    if writer:
+        save_arch(arch, out / 'arch.json')
     files = {'arch': str(out / 'arch.json')}
-    if plots:
+    if plots and writer:
         from .viz import PlotError, plot_genotype
         try:
             files.update(plot_genotype(genotype, out))
@@ -403,8 +413,9 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
         params_with_auxiliary=params_aux, flops=flops, out=out, resumed_from_epoch=resumed_from,
         files={**files, 'logs': str(out / 'logs'), 'checkpoints': str(out / 'checkpoints'),
                'summary': str(out / 'summary.json')})
-    _write_json(out / 'summary.json', result.summary())
-    (out / 'summary.txt').write_text(result.headline() + '\n')
+    if is_rank_zero():
+        _write_json(out / 'summary.json', result.summary())
+        (out / 'summary.txt').write_text(result.headline() + '\n')
     return result
 
 
@@ -432,6 +443,8 @@ def _trainer(config: RetrainConfig, out: Path, callbacks: Sequence[pl.Callback],
         kwargs['limit_val_batches'] = 0  # evaluate once, on the test set after training
     if config.limit_train_batches:
         kwargs['limit_train_batches'] = config.limit_train_batches
+    from .search import distributed_trainer_kwargs
+    kwargs.update(distributed_trainer_kwargs(config))
     return pl.Trainer(**kwargs)
 
 
@@ -444,7 +457,8 @@ def _write_json(path: Path, data: Dict[str, Any]) -> None:
 # --- CLI --------------------------------------------------------------------------------------------------------------
 _CLI_FIELDS = ('epochs', 'batch_size', 'width', 'cells', 'learning_rate', 'learning_rate_min', 'weight_decay',
                'gradient_clip_val', 'auxiliary_weight', 'drop_path_prob', 'cutout', 'subset', 'test_subset',
-               'limit_train_batches', 'val_every_n_epochs', 'seed', 'num_workers')
+               'limit_train_batches', 'val_every_n_epochs', 'seed', 'num_workers', 'accelerator', 'devices',
+               'num_nodes', 'strategy_backend', 'sync_batchnorm')
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -482,6 +496,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='torch CPU threads (default: torch\'s choice; on a machine shared with other jobs, 1 can be '
                         'several times faster than oversubscribed cores)')
     p.add_argument('--no-progress-bar', dest='progress_bar', action='store_false')
+    from .cli import _add_distributed_arguments
+    _add_distributed_arguments(p)
+    p.set_defaults(num_nodes=None, sync_batchnorm=None)  # None: the config's (RetrainConfig) value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -492,6 +509,8 @@ def run(args: argparse.Namespace) -> int:
     result = retrain(args.arch or args.genotype, dataset=args.dataset, out=args.out, preset=args.preset,
                      resume=args.resume, data_dir=args.data_dir, progress_bar=args.progress_bar, plots=args.plots,
                      **overrides)
-    print(result.headline())
-    print(f'summary: {result.out / "summary.json"}')
+    from .oneshot.distributed import is_rank_zero
+    if is_rank_zero():
+        print(result.headline())
+        print(f'summary: {result.out / "summary.json"}')
     return 0

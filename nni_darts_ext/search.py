@@ -223,8 +223,9 @@ def build_space(settings: SearchSettings) -> DartsCellSpace:
                           image_size=info.image_size, num_classes=info.num_classes)
 
 
-def distributed_trainer_kwargs(settings: 'SearchSettings') -> Dict[str, Any]:
-    """Lightning ``Trainer`` arguments of the data-parallel settings (only those that are set).
+def distributed_trainer_kwargs(settings: Any) -> Dict[str, Any]:
+    """Lightning ``Trainer`` arguments of the data-parallel fields of a ``SearchSettings`` or ``RetrainConfig``
+    (only those that are set).
 
     ``sync_batchnorm`` on CPU uses :class:`~nni_darts_ext.oneshot.distributed.CpuSyncBatchNormPlugin` (PyTorch's
     ``SyncBatchNorm`` refuses CPU tensors); on GPUs Lightning's own ``sync_batchnorm=True``.
