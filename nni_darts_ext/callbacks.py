@@ -135,3 +135,47 @@ class EpochLogger(pl.Callback):
         shown = ', '.join(f'{k.removesuffix("_epoch")} {v:.4g}' for k, v in metrics.items())
         self.logger.info('epoch %d/%d (%.1f s): %s', trainer.current_epoch + 1, trainer.max_epochs,
                          time.time() - self._start, shown or 'no metrics')
+
+
+class DataParallelSyncCheck(pl.Callback):
+    """Under DDP: after every training step, all-gather α/β and the weights and raise if any rank differs (NNI
+    issue #5013 is α drifting apart per rank). One process: records only.
+
+    ``history`` (every rank) holds per step ``{'step', 'alphas'}`` (α/β flattened in ``arch_parameters`` order, as
+    floats), for comparisons with other runs; ``max_weight_diff`` the largest weight difference seen between ranks.
+    """
+
+    def __init__(self, check_weights: bool = True, record: bool = True):
+        super().__init__()
+        self.check_weights = check_weights
+        self.record = record
+        self.history: list = []
+        self.max_weight_diff = 0.0
+        self.checked_steps = 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        import torch
+        arch = list(pl_module.arch_parameters())
+        alphas = torch.cat([p.detach().reshape(-1) for p in arch]) if arch else torch.zeros(0)
+        if self.record:
+            self.history.append({'stage': getattr(getattr(pl_module, 'stage', None), 'index', 0),
+                                 'epoch': trainer.current_epoch, 'batch': batch_idx,
+                                 'alphas': alphas.double().tolist()})
+        if trainer.world_size <= 1:
+            return
+        gathered = trainer.strategy.all_gather(alphas)
+        if not all(torch.equal(gathered[0], g) for g in gathered[1:]):
+            diff = max(float((g - gathered[0]).abs().max()) for g in gathered[1:])
+            raise RuntimeError(f'α/β differ between ranks after step {batch_idx} of epoch {trainer.current_epoch} '
+                               f'(max |Δ| {diff:.3g}): their gradients are not all-reduced')
+        if self.check_weights:
+            ids = {id(p) for p in arch}
+            weights = torch.cat([p.detach().reshape(-1) for p in pl_module.parameters() if id(p) not in ids])
+            gathered = trainer.strategy.all_gather(weights)
+            diff = max(float((g - gathered[0]).abs().max()) for g in gathered[1:])
+            self.max_weight_diff = max(self.max_weight_diff, diff)
+            if diff != 0.0:
+                raise RuntimeError(f'weights differ between ranks after step {batch_idx} (max |Δ| {diff:.3g}): '
+                                   'their gradients are not all-reduced')
+        self.checked_steps += 1

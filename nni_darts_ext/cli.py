@@ -115,6 +115,9 @@ def _run_search(args: argparse.Namespace) -> int:
     _set_threads(threads)
     from .search import run_search
     result = run_search(settings, resume=bool(args.resume), overwrite=args.overwrite)
+    from .oneshot.distributed import is_rank_zero
+    if not is_rank_zero():
+        return 0
     print(result.headline())
     print(f'arch: {result.out / "arch.json"}\nsummary: {result.out / "summary.json"}')
     return 0

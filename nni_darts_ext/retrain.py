@@ -78,6 +78,10 @@ class RetrainConfig:
     devices: str = field(default='auto', metadata={'help': 'Lightning devices (a count, a list, or auto)'})
     precision: str = field(default='32-true', metadata={'help': 'Lightning precision, e.g. bf16-mixed'})
     compile: bool = field(default=False, metadata={'help': 'torch.compile the network (opt-in)'})
+    num_nodes: int = field(default=1, metadata={'help': 'machines (DDP across nodes)'})
+    strategy_backend: Optional[str] = field(default=None, metadata={
+        'help': "Lightning's distributed strategy: ddp | ddp_spawn | ... (--strategy is taken by the NAS strategy)"})
+    sync_batchnorm: bool = field(default=False, metadata={'help': 'batch-norm statistics over all processes'})
 
     def __post_init__(self):
         for name in ('width', 'cells', 'epochs', 'batch_size'):
@@ -216,11 +220,11 @@ class RetrainModule(pl.LightningModule):
         self._log_terms('train', terms, batch[1], on_step=True, on_epoch=True)
         return terms['loss']
 
-    def validation_step(self, batch, batch_idx):
-        self._log_terms('val', self.objective(batch), batch[1], on_epoch=True)
+    def validation_step(self, batch, batch_idx):  # sync_dist: under DDP the mean over the ranks' shards
+        self._log_terms('val', self.objective(batch), batch[1], on_epoch=True, sync_dist=True)
 
     def test_step(self, batch, batch_idx):
-        self._log_terms('test', self.objective(batch), batch[1], on_epoch=True)
+        self._log_terms('test', self.objective(batch), batch[1], on_epoch=True, sync_dist=True)
 
     def on_fit_start(self):
         self._fit_started = time.time()
@@ -307,7 +311,7 @@ class RetrainResult:
 
 # Settings that may change between a run and its resumption (everything else must match the checkpoint).
 _RESUME_FREE = ('num_workers', 'val_every_n_epochs', 'channels_last', 'accelerator', 'devices', 'precision',
-                'compile')
+                'compile', 'num_nodes', 'strategy_backend', 'sync_batchnorm')
 
 
 def _resume_point(out: Path, arch: Dict[str, Any], dataset: str, config: RetrainConfig
@@ -396,9 +400,12 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
                                           pin_memory=accel.pin_memory(config.accelerator))
     # every check passed: from here on the run writes into ``out``
     rundir.prepare_run_folder(folder)
-    save_arch(arch, out / 'arch.json')
+    from .oneshot.distributed import is_rank_zero
+    writer = is_rank_zero()  # under DDP only rank 0 writes (Lightning sets the rank before the group exists)
+    if writer:
+        save_arch(arch, out / 'arch.json')
     files = {'arch': str(out / 'arch.json')}
-    if plots:
+    if plots and writer:
         from .viz import plot_genotype
         try:
             files.update(plot_genotype(genotype, out))
@@ -437,9 +444,10 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
         params_with_auxiliary=params_aux, flops=flops, out=out, resumed_from_epoch=resumed_from,
         files={**files, 'logs': str(out / 'logs'), 'checkpoints': str(out / 'checkpoints'),
                'summary': str(out / 'summary.json')})
-    rundir.atomic_write_json(out / 'summary.json', {**result.summary(), **status, 'finished': result.epochs_done
-                                                    >= config.epochs, 'status': 'finished'})
-    rundir.atomic_write_text(out / 'summary.txt', result.headline() + '\n')
+    if is_rank_zero():
+        rundir.atomic_write_json(out / 'summary.json', {**result.summary(), **status, 'finished': result.epochs_done
+                                                        >= config.epochs, 'status': 'finished'})
+        rundir.atomic_write_text(out / 'summary.txt', result.headline() + '\n')
     return result
 
 
@@ -473,6 +481,10 @@ def _trainer(config: RetrainConfig, out: Path, callbacks: Sequence[pl.Callback],
         kwargs['limit_val_batches'] = 0  # evaluate once, on the test set after training
     if config.limit_train_batches:
         kwargs['limit_train_batches'] = config.limit_train_batches
+    from .search import distributed_trainer_kwargs
+    distributed = distributed_trainer_kwargs(config)
+    kwargs['plugins'] = [*kwargs.get('plugins', []), *distributed.pop('plugins', [])]
+    kwargs.update(distributed)
     return pl.Trainer(**kwargs)
 
 
@@ -545,6 +557,8 @@ def run(args: argparse.Namespace) -> int:
     source = command.pop('arch') or command.pop('genotype')
     command.pop('genotype', None)
     result = retrain(source, **command, **overrides)
-    print(result.headline())
-    print(f'summary: {result.out / "summary.json"}')
+    from .oneshot.distributed import is_rank_zero
+    if is_rank_zero():
+        print(result.headline())
+        print(f'summary: {result.out / "summary.json"}')
     return 0

@@ -75,6 +75,8 @@ def check_run_folder(out: PathLike, *, resume: Union[bool, str] = False, overwri
     (:func:`prepare_run_folder`).
     """
     out = Path(out)
+    if not _is_rank_zero():  # DDP: rank 0 checks and prepares the folder; the other ranks follow its decision
+        return RunFolder(out, True, resume_point(out) if resume else None)
     if resume is True and overwrite:
         raise RunFolderError('--resume and --overwrite exclude each other: --resume continues the run in '
                              f'{out}, --overwrite deletes it.')
@@ -143,7 +145,9 @@ def clear_run(out: PathLike) -> List[Path]:
 
 
 def prepare_run_folder(folder: RunFolder) -> None:
-    """After every check passed: delete the old run for ``--overwrite``, then create the folder."""
+    """After every check passed: delete the old run for ``--overwrite``, then create the folder (rank 0 only)."""
+    if not _is_rank_zero():
+        return
     if folder.overwrite and folder.has_run:
         deleted = clear_run(folder.path)
         _logger.info('--overwrite: deleted the run in %s (%s)', folder.path, _names(deleted, folder.path))
@@ -151,6 +155,11 @@ def prepare_run_folder(folder: RunFolder) -> None:
 
 
 # --- atomic files -----------------------------------------------------------------------------------------------------
+def _is_rank_zero() -> bool:
+    from .oneshot.distributed import is_rank_zero
+    return is_rank_zero()
+
+
 def atomic_write_bytes(path: PathLike, data: Union[bytes, Callable[[io.BufferedWriter], None]]) -> Path:
     """Write ``data`` (bytes, or a function writing to a binary file) to a temporary file next to ``path``, flush it
     to disk, then rename it over ``path``: readers see the old file or the new one, never a part. The file gets the

@@ -140,6 +140,13 @@ class SearchSettings:
     precision: str = _opt('32-true', 'Lightning precision, e.g. bf16-mixed (the finite-difference HVP stays in '
                                      'float32: bilevel.py)')
     compile: bool = _opt(False, 'torch.compile the supernet (opt-in: slow to compile, pays on a GPU)')
+    # data parallel inside one search (issue #13; Lightning's Trainer names)
+    num_nodes: int = _opt(1, 'machines (DDP across nodes)')
+    strategy_backend: Optional[str] = _opt(None, "Lightning's distributed strategy: ddp | ddp_spawn | ... (named so "
+                                                 'because --strategy is the NAS strategy)')
+    sync_batchnorm: bool = _opt(False, 'batch-norm statistics over the global batch of all processes (CPU: gloo)')
+    retrain_epochs: int = _opt(0, 'train the derived network this many epochs on the training half and report its '
+                                  'accuracy on the architecture half (the test set is never used); 0: off')
 
     def resolved(self) -> 'SearchSettings':
         """Fill the ``None`` fields from the preset and the strategy's reference recipe."""
@@ -212,8 +219,16 @@ class SearchResult:
             **{k: v for k, v in self.extra.items() if k != 'files'},
         }
 
+    @property
+    def retrain_val_acc(self) -> Optional[float]:
+        """Held-out accuracy of the briefly retrained derived network (``retrain_epochs`` > 0), else None."""
+        return (self.extra.get('retrain') or {}).get('val_acc')
+
     def headline(self) -> str:
         acc = 'n/a' if self.val_acc is None else f'{self.val_acc:.4f}'
+        if self.retrain_val_acc is not None:
+            acc += (f', derived net retrained {self.settings.retrain_epochs} epochs: '
+                    f'{self.retrain_val_acc:.4f} on the architecture half')
         return (f'{self.settings.strategy} (order {self.settings.order}) on {self.settings.dataset}: '
                 f'{self.settings.epochs} epochs in {self.seconds:.0f} s, supernet val acc {acc}, '
                 f'derived net {self.params / 1e3:.1f} k params; genotype {self.genotype}'
@@ -245,6 +260,30 @@ def build_space(settings: SearchSettings) -> 'DartsCellSpace':
     return DartsCellSpace(width=settings.width, num_cells=cells, num_nodes=settings.nodes,
                           op_candidates=list(settings.ops) if settings.ops else None, in_channels=info.in_channels,
                           image_size=info.image_size, num_classes=info.num_classes)
+
+
+def distributed_trainer_kwargs(settings: Any) -> Dict[str, Any]:
+    """Lightning ``Trainer`` arguments of the data-parallel fields of a ``SearchSettings`` or ``RetrainConfig``
+    (only those that are set).
+
+    ``sync_batchnorm`` on CPU uses :class:`~nni_darts_ext.oneshot.distributed.CpuSyncBatchNormPlugin` (PyTorch's
+    ``SyncBatchNorm`` refuses CPU tensors); on GPUs Lightning's own ``sync_batchnorm=True``.
+    """
+    kwargs: Dict[str, Any] = {}  # accelerator / devices / precision: accel.trainer_kwargs
+    if settings.num_nodes != 1:
+        kwargs['num_nodes'] = settings.num_nodes
+    if settings.strategy_backend is not None:
+        kwargs['strategy'] = settings.strategy_backend
+    if settings.sync_batchnorm:
+        import torch
+        on_cpu = settings.accelerator == 'cpu' or (settings.accelerator in (None, 'auto')
+                                                   and not torch.cuda.is_available())
+        if on_cpu:
+            from .oneshot.distributed import CpuSyncBatchNormPlugin
+            kwargs['plugins'] = [CpuSyncBatchNormPlugin()]
+        else:
+            kwargs['sync_batchnorm'] = True
+    return kwargs
 
 
 def _callbacks(out: Path, extra: Sequence[Any]) -> List[Any]:
@@ -280,6 +319,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     from .guards import DivergenceGuard
     from .oneshot.decision import decision_summary, describe_decision, edge_products
     from .space.genotype import arch_to_genotype, save_arch
+    from .oneshot.distributed import is_rank_zero
 
     settings = settings.resolved()
     get_info(settings.dataset)  # unknown names fail before anything is written
@@ -301,6 +341,9 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
         plugins=[rundir.AtomicCheckpointIO()], **device_kwargs)
     if settings.limit_train_batches:
         trainer_kwargs['limit_train_batches'] = settings.limit_train_batches
+    distributed = distributed_trainer_kwargs(settings)
+    trainer_kwargs['plugins'] = [*trainer_kwargs.get('plugins', []), *distributed.pop('plugins', [])]
+    trainer_kwargs.update(distributed)
     evaluator = search_evaluator(
         settings.dataset, recipe=settings.strategy, batch_size=settings.batch_size, subset=settings.subset,
         seed=settings.seed, root=settings.data_dir, max_epochs=settings.epochs, learning_rate=settings.learning_rate,
@@ -322,14 +365,16 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
         strategy.load_state_dict({'run_dir': str(out)} if hasattr(strategy, 'run_dir') else
                                  {'ckpt_path': str(folder.resume_from)})
         status['resumed_from'] = str(folder.resume_from)
-    rundir.atomic_write_json(out / 'summary.json', {**status, 'status': 'running'})
+    if is_rank_zero():
+        rundir.atomic_write_json(out / 'summary.json', {**status, 'status': 'running'})
     try:
         strategy.run()
     except BaseException as err:
         reported = guard.explain(err)
         message = 'interrupted' if isinstance(err, KeyboardInterrupt) else str(reported)
-        rundir.atomic_write_json(out / 'summary.json', {**status, 'status': 'failed', 'error': message})
-        rundir.atomic_write_text(out / 'summary.txt', f'FAILED: {message}\n')
+        if is_rank_zero():
+            rundir.atomic_write_json(out / 'summary.json', {**status, 'status': 'failed', 'error': message})
+            rundir.atomic_write_text(out / 'summary.txt', f'FAILED: {message}\n')
         if reported is not err:
             raise reported from err
         raise
@@ -351,8 +396,12 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     result = SearchResult(arch=arch, genotype=genotype, settings=settings, seconds=seconds, val_acc=val_acc,
                           params=sum(p.numel() for p in fixed.parameters()), out=out,
                           history=[{**h, 'genotype': str(h.get('genotype'))} for h in history], extra=extra)
+    if not is_rank_zero():  # under DDP every rank holds the same α; only rank 0 writes
+        return result
     (_logger.info if all(c['decided'] for c in decision.values()) else _logger.warning)(
         'search: %s', extra['decision_text'])
+    if settings.retrain_epochs > 0:
+        extra['retrain'] = retrain_derived(settings, arch)
     _save_result(result, status)  # the results first: a picture that fails must not lose them
     try:
         _draw_result(result, module)
@@ -397,6 +446,34 @@ def _resume_check(folder: Any, settings: SearchSettings) -> Dict[str, Any]:
         raise rundir.RunFolderError(f'Cannot resume {folder.path} with other settings: {"; ".join(changed)}. Resume '
                                     'with the settings of the run, or pass --overwrite to start a new search there.')
     return record
+
+
+def retrain_derived(settings: SearchSettings, arch: Dict[str, Any]) -> Dict[str, Any]:
+    """A proxy of the found cell worth tuning (issue #13): the derived network, trained from scratch for
+    ``settings.retrain_epochs`` epochs on the search's *training* half (the weights' half), evaluated on the
+    *architecture* half. The test set is never used. Same width, depth, batch, seed and weight lr as the search; no
+    auxiliary head, drop path or cutout (a few epochs). Outputs in ``out/retrain``."""
+    from .data import search_dataloaders
+    from .retrain import retrain
+    train_loader, _ = search_dataloaders(settings.dataset, batch_size=settings.batch_size, subset=settings.subset,
+                                         seed=settings.seed, root=settings.data_dir, augment=settings.augment,
+                                         num_workers=settings.num_workers)
+    _, held_out = search_dataloaders(settings.dataset, batch_size=settings.batch_size, subset=settings.subset,
+                                     seed=settings.seed, root=settings.data_dir, augment=False,
+                                     num_workers=settings.num_workers)
+    out = Path(settings.out) / 'retrain'
+    overrides = dict(epochs=settings.retrain_epochs, width=settings.width, cells=settings.cells,
+                     batch_size=settings.batch_size, seed=settings.seed, auxiliary_weight=0.0, drop_path_prob=0.0,
+                     cutout=0, val_every_n_epochs=0, channels_last=settings.channels_last,
+                     limit_train_batches=settings.limit_train_batches)
+    if settings.learning_rate is not None:
+        overrides['learning_rate'] = settings.learning_rate
+    result = retrain(arch, settings.dataset, out=out, resume=False, train_loader=train_loader, test_loader=held_out,
+                     plots=False, progress_bar=False, **overrides)
+    _logger.info('derived network after %d epochs on the training half: accuracy %.4f on the architecture half',
+                 settings.retrain_epochs, result.test_acc)
+    return {'val_acc': result.test_acc, 'val_loss': result.test_loss, 'epochs': settings.retrain_epochs,
+            'params': result.params, 'seconds': round(result.seconds, 1), 'out': str(out)}
 
 
 def _draw_result(result: SearchResult, module: Any) -> None:

@@ -32,7 +32,8 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import pytorch_lightning as pl
 
-__all__ = ['TrialParameterError', 'PARAM_ALIASES', 'settings_from_params', 'NniReporter', 'build_parser', 'main']
+__all__ = ['TrialParameterError', 'PARAM_ALIASES', 'settings_from_params', 'NniReporter', 'final_result',
+           'build_parser', 'main']
 
 _logger = logging.getLogger('nni_darts_ext.trial')
 
@@ -114,7 +115,7 @@ class NniReporter(pl.Callback):
         self.reported: List[Dict[str, Any]] = []
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not trainer.is_global_zero:  # DDP: rank 0 reports
             return
         metrics = trainer.callback_metrics
         acc = metrics.get(self.metric)
@@ -136,6 +137,24 @@ class NniReporter(pl.Callback):
             self.sequence += 1
         self.reported.append({'type': kind, 'sequence': sequence, 'value': value})
         _logger.info('reported %s result #%d: %s', kind.lower(), sequence, value)
+
+
+def final_result(result: Any) -> Optional[Dict[str, Any]]:
+    """The trial's final metric dict: ``default`` is the held-out accuracy of the briefly retrained derived network
+    when ``retrain_epochs`` > 0 (issue #13), else the supernet's; ``supernet_val_acc`` is always there. None when
+    the search logged no accuracy."""
+    summary = result.summary()
+    retrained = result.retrain_val_acc
+    if result.val_acc is None and retrained is None:
+        return None
+    final = {'default': float(retrained if retrained is not None else result.val_acc),
+             'supernet_val_acc': None if result.val_acc is None else float(result.val_acc),
+             'genotype': summary['genotype'], 'params': int(summary['params']),
+             'normal_skip_connects': int(summary['normal_skip_connects'])}
+    if retrained is not None:
+        final['retrain_val_acc'] = float(retrained)
+        final['retrain_epochs'] = int(result.settings.retrain_epochs)
+    return final
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,11 +297,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as err:  # noqa: BLE001 -- any crash must end the trial as FAILED with its traceback
         return _fail(f'{type(err).__name__}: {err}', 1, err)
 
-    summary = result.summary()
-    if result.val_acc is None:
+    from .oneshot.distributed import is_rank_zero
+    if not is_rank_zero():  # a DDP search inside the trial: rank 0 reports
+        return 0
+    final = final_result(result)
+    if final is None:
         return _fail('the search logged no validation accuracy; no final result', 1)
-    final = {'default': float(result.val_acc), 'genotype': summary['genotype'], 'params': int(summary['params']),
-             'normal_skip_connects': int(summary['normal_skip_connects'])}
     reporter.send('FINAL', final)
     print(result.headline())
     print(f'outputs: {result.out.resolve()} (arch.json, genotype.txt, summary.json, logs/, checkpoints/)')

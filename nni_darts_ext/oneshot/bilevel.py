@@ -57,6 +57,8 @@ __all__ = [
 ]
 
 LossClosure = Callable[[], Tensor]
+#: averages a list of tensors over the data-parallel ranks in place and returns it (see ``oneshot.distributed``)
+AllReduce = Callable[[list], list]
 TensorOrSeq = Union[Tensor, Sequence[Tensor]]
 
 _NAN_ADVICE = "lower the learning rates (weights and architecture) or check the data for NaN/inf values"
@@ -123,6 +125,12 @@ def _without_autocast() -> Iterator[None]:
         yield
 
 
+def _reduced(tensors: list[Tensor], all_reduce: Optional[AllReduce]) -> list[Tensor]:
+    if all_reduce is None:
+        return tensors
+    return list(all_reduce(tensors))
+
+
 def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     return sum((x * y).sum() for x, y in zip(a, b))  # type: ignore[return-value]
 
@@ -135,7 +143,8 @@ def _norm(a: Sequence[Tensor]) -> float:
 # DARTS (SPEC §3)
 # ----------------------------------------------------------------------------------------------
 
-def first_order_hypergradient(alphas: Sequence[Tensor], val_loss: LossClosure) -> list[Tensor]:
+def first_order_hypergradient(alphas: Sequence[Tensor], val_loss: LossClosure, *,
+                              all_reduce: Optional[AllReduce] = None) -> list[Tensor]:
     """First-order DARTS architecture gradient ``∇_α L_val(w, α)`` (ξ = 0).
 
     Parameters
@@ -144,6 +153,9 @@ def first_order_hypergradient(alphas: Sequence[Tensor], val_loss: LossClosure) -
         Architecture parameters α (require grad).
     val_loss : callable
         Zero-argument closure returning the scalar validation loss at the current (w, α).
+    all_reduce : callable, optional
+        Data-parallel hook: averages a list of tensors over the ranks (in place) and returns it. Applied to the
+        gradient before it is returned, so every rank gets the gradient of the global batch.
 
     Returns
     -------
@@ -158,7 +170,7 @@ def first_order_hypergradient(alphas: Sequence[Tensor], val_loss: LossClosure) -
     alphas = _as_list(alphas)
     _require_grad(alphas, "alphas")
     loss = _evaluate(val_loss, "validation loss")
-    return [g.detach() for g in _grad(loss, alphas)]
+    return _reduced([g.detach() for g in _grad(loss, alphas)], all_reduce)
 
 
 @torch.no_grad()
@@ -226,6 +238,7 @@ def unrolled_hypergradient(
     weight_decay: float = 0.0,
     hvp: Literal["finite_difference", "exact"] = "finite_difference",
     r: float = 0.01,
+    all_reduce: Optional[AllReduce] = None,
 ) -> list[Tensor]:
     """Second-order DARTS architecture gradient (DARTS eq. 7–8, SPEC §3).
 
@@ -253,6 +266,11 @@ def unrolled_hypergradient(
         double backward, ``∇_α (∇_w L_train(w, α) · v)``, at the original w (more memory).
     r : float, default 0.01
         Finite-difference scale (DARTS: 0.01).
+    all_reduce : callable, optional
+        Data-parallel hook that averages a list of tensors over the ranks in place (see
+        ``nni_darts_ext.oneshot.distributed``). Applied to ∇_w L_train (so every rank takes the same virtual
+        step), to ∇_α and ∇_{w'} L_val (so ‖∇_{w'} L_val‖, and with it ε, is the global one) and to the
+        Hessian-vector product: the result is the gradient of the global batch on every rank.
 
     Returns
     -------
@@ -283,7 +301,7 @@ def unrolled_hypergradient(
     if hvp not in ("finite_difference", "exact"):
         raise ValueError(f"hvp must be 'finite_difference' or 'exact', got {hvp!r}")
     if xi == 0:
-        return first_order_hypergradient(alphas, val_loss)
+        return first_order_hypergradient(alphas, val_loss, all_reduce=all_reduce)
     _require_grad(weights, "weights")
     _require_grad(alphas, "alphas")
 
@@ -301,14 +319,14 @@ def unrolled_hypergradient(
     try:
         # (1) virtual step w → w' (DARTS eq. 7); only ∇_w is needed here.
         loss = _evaluate(train_loss, "training loss")
-        grads_w = _grad(loss, weights)
+        grads_w = _reduced(_grad(loss, weights), all_reduce)
         del loss
         virtual_step(weights, grads_w, xi, momentum, momentum_buffers, weight_decay)
         del grads_w
 
         # (2) g_α = ∇_α L_val(w', α) and v = ∇_{w'} L_val(w', α) from one backward pass.
         loss = _evaluate(val_loss, "validation loss (at the unrolled weights w')")
-        grads = _grad(loss, alphas + weights)
+        grads = _reduced(_grad(loss, alphas + weights), all_reduce)
         del loss
         g_alpha = [g.detach() for g in grads[: len(alphas)]]
         v = [g.detach() for g in grads[len(alphas):]]
@@ -338,6 +356,7 @@ def unrolled_hypergradient(
             grads_w = _grad(loss, weights, create_graph=True)
             hessian_v = _grad(_dot(grads_w, v), alphas)  # ∇_α (∇_w L_train · v)
             del loss, grads_w
+        hessian_v = _reduced([h.detach() for h in hessian_v], all_reduce)
         return [(ga - xi * h).detach() for ga, h in zip(g_alpha, hessian_v)]
     finally:
         restore()

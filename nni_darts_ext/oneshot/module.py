@@ -18,6 +18,7 @@ from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 
 from ..space.genotype import arch_to_genotype, count_skips
 from .bilevel import first_order_hypergradient, unrolled_hypergradient
+from .distributed import arch_parameter_names, broadcast_int, gradient_all_reduce
 
 __all__ = ['DartsSearchConfig', 'DartsSearchModule', 'replay_random']
 
@@ -127,6 +128,14 @@ class DartsSearchModule(DartsLightningModule):
         opt = weight_opts[0]
         return getattr(opt, 'optimizer', opt)
 
+    # --- data parallel (issue #13) -----------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # Called before Lightning wraps the module in DistributedDataParallel: α/β stay out of DDP's reducer (their
+        # gradients are set by hand in arch_step and averaged there; the weight step does not compute them, which
+        # DDP without find_unused_parameters would wait for).
+        self._ddp_params_and_buffers_to_ignore = arch_parameter_names(self, self.arch_parameters())
+        return super().setup(stage)
+
     # --- the loop -------------------------------------------------------------------------------------------------
     def on_fit_start(self):
         if self.config.channels_last:
@@ -170,16 +179,20 @@ class DartsSearchModule(DartsLightningModule):
         alphas = [p for group in arc_optim.param_groups for p in group['params'] if p.requires_grad]
         self.resample()
         arc_optim.zero_grad()
+        # under DDP: the gradients of the global batch on every rank (weights are synced by manual_backward, α here)
+        all_reduce = gradient_all_reduce()
         if self.config.order == 1:
             # gradients w.r.t. alpha only: the weight-gradient convolutions of this pass would be wasted work
-            grads = first_order_hypergradient(alphas, lambda: self._loss(val_batch, 2 * batch_idx))
+            grads = first_order_hypergradient(alphas, lambda: self._loss(val_batch, 2 * batch_idx),
+                                              all_reduce=all_reduce)
         else:
             w_optim = self.weight_optimizer()
             group = w_optim.param_groups[0]
             weights = [p for g in w_optim.param_groups for p in g['params'] if p.requires_grad]
             # one seed per α step, drawn from the global generator (so runs stay reproducible): every pass of
             # the step sees the same random masks (issue #10: P-DARTS skip dropout made eq. 8 noise)
-            seed = int(torch.randint(0, 2 ** 62, (1,)).item())
+            # (rank 0's seed on every rank under DDP)
+            seed = broadcast_int(int(torch.randint(0, 2 ** 62, (1,)).item()))
             grads = unrolled_hypergradient(
                 weights, alphas,
                 train_loss=replay_random(lambda: self._loss(trn_batch, 2 * batch_idx + 1), seed, self.device),
@@ -188,7 +201,7 @@ class DartsSearchModule(DartsLightningModule):
                 momentum=group.get('momentum', 0.0) or 0.0,
                 momentum_buffers=[w_optim.state.get(p, {}).get('momentum_buffer') for p in weights],
                 weight_decay=group.get('weight_decay', 0.0) or 0.0,
-                hvp=self.config.hvp, r=self.config.fd_radius)
+                hvp=self.config.hvp, r=self.config.fd_radius, all_reduce=all_reduce)
         for alpha, grad in zip(alphas, grads):
             alpha.grad = grad
         if self.config.arc_gradient_clip_val:
