@@ -211,7 +211,7 @@ def versions() -> Dict[str, Optional[str]]:
 
 # --- checkpoints ------------------------------------------------------------------------------------------------------
 def _checkpoint_io_base():
-    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO  # Lightning's default plugin
+    from pytorch_lightning.plugins import TorchCheckpointIO  # Lightning's default plugin
     return TorchCheckpointIO
 
 

@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--params', default=None,
                    help='JSON dict of parameters merged like the tuner\'s (mainly for runs outside nnictl)')
     add_common_options(p)
+    p.add_argument('--resume', action='store_true', default=False,
+                   help='continue the search in --out (under nnictl a restarted trial does so by itself)')
+    p.add_argument('--overwrite', action='store_true', help='delete the run already in --out first')
     return p
 
 

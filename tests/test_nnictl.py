@@ -263,7 +263,7 @@ def test_nnictl_experiment_runs_searches_as_trials(experiments):
         assert all(0.0 <= m['value']['default'] <= 1.0 for m in periodic), periodic
         assert len(final) == 1, mine
         result = final[0]['value']
-        assert set(result) == {'default', 'genotype', 'params', 'normal_skip_connects'}, result
+        assert set(result) == {'default', 'supernet_val_acc', 'genotype', 'params', 'normal_skip_connects'}, result
         assert result['genotype'].startswith('Genotype(normal=[(') and result['params'] > 0
         # the trial ran (and reported under) the parameter set that the web UI lists for it
         listed = json.loads(trial['hyperParameters'][0])

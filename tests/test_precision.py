@@ -45,16 +45,18 @@ def test_trainer_kwargs_and_validation():
 
 
 def test_cli_device_flags_reach_the_settings():
+    from nni_darts_ext.cli import search_settings
+    from nni_darts_ext.retrain import train_settings
     args = build_parser().parse_args(['search', '--accelerator', 'cpu', '--devices', '1', '--precision',
                                       'bf16-mixed', '--compile'])
-    fields = SearchSettings.__dataclass_fields__
-    settings = SearchSettings(**{k: v for k, v in vars(args).items() if k in fields})
+    settings, _ = search_settings(args)
     assert (settings.accelerator, settings.devices, settings.precision, settings.compile) == \
         ('cpu', '1', 'bf16-mixed', True)
-    defaults = build_parser().parse_args(['search'])
+    defaults, _ = search_settings(build_parser().parse_args(['search']))
     assert (defaults.accelerator, defaults.precision, defaults.compile) == ('auto', '32-true', False)
-    args = build_parser().parse_args(['train', '--genotype', 'DARTS_V2', '--precision', 'bf16-mixed'])
-    assert args.precision == 'bf16-mixed' and args.accelerator is None
+    _, recipe, _ = train_settings(build_parser().parse_args(['train', '--genotype', 'DARTS_V2', '--precision',
+                                                              'bf16-mixed']))
+    assert recipe['precision'] == 'bf16-mixed' and 'accelerator' not in recipe  # unset: the recipe's default
     assert RetrainConfig().replace(precision='bf16-mixed').precision == 'bf16-mixed'
 
 

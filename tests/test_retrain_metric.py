@@ -33,11 +33,13 @@ def test_distributed_trainer_kwargs_use_lightning_names():
 
     args = build_parser().parse_args(['search', '--accelerator', 'cpu', '--devices', '2', '--num-nodes', '1',
                                       '--strategy-backend', 'ddp_spawn', '--sync-batchnorm', '--retrain-epochs', '2'])
-    fields = SearchSettings.__dataclass_fields__
-    settings = SearchSettings(**{k: v for k, v in vars(args).items() if k in fields})
+    from nni_darts_ext.accel import trainer_kwargs
+    from nni_darts_ext.cli import search_settings
+    settings, _ = search_settings(args)
     assert settings.retrain_epochs == 2
     kwargs = distributed_trainer_kwargs(settings)
-    assert kwargs['accelerator'] == 'cpu' and kwargs['devices'] == 2 and kwargs['strategy'] == 'ddp_spawn'
+    devices = trainer_kwargs(settings.accelerator, settings.devices, settings.precision)
+    assert devices['accelerator'] == 'cpu' and devices['devices'] == 2 and kwargs['strategy'] == 'ddp_spawn'
     assert [type(p) for p in kwargs['plugins']] == [CpuSyncBatchNormPlugin] and 'sync_batchnorm' not in kwargs
     assert distributed_trainer_kwargs(SearchSettings()) == {}  # unchanged single-process default
 

@@ -169,10 +169,9 @@ def test_fashion_mnist_search_flips_mnist_does_not():
 
 
 def test_no_augment_flag_reaches_the_settings():
-    from nni_darts_ext.cli import build_parser
-    args = build_parser().parse_args(['search', '--no-augment'])
-    assert args.augment is False
-    assert build_parser().parse_args(['search']).augment is True
+    from nni_darts_ext.cli import build_parser, search_settings
+    assert search_settings(build_parser().parse_args(['search', '--no-augment']))[0].augment is False
+    assert search_settings(build_parser().parse_args(['search']))[0].augment is True
 
 
 # --- weight recipes and schedules ----------------------------------------------------------------------------------
