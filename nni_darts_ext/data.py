@@ -285,19 +285,9 @@ def _raw_ok(raw: Path) -> bool:
 
 
 def _atomic_write(dst: Path, write: Callable[[Any], None]) -> None:
-    """Write ``dst`` through a temporary file in the same folder, then rename it into place."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``dst`` through a temporary file in the same folder, then rename it into place (0644)."""
+    from .rundir import atomic_write_bytes
+    atomic_write_bytes(dst, write)
 
 
 def _root_arg(root: Path) -> str:
