@@ -83,8 +83,8 @@ def _set_threads(threads: Optional[int]) -> None:
 # --- search -----------------------------------------------------------------------------------------------------------
 def _add_search_arguments(p: argparse.ArgumentParser) -> None:
     from .options import add_options
-    from .search import SearchSettings
-    add_options(p, SearchSettings)
+    from .search import SearchSettings, preset_defaults_help
+    add_options(p, SearchSettings, defaults=preset_defaults_help())
     p.add_argument('--resume', action='store_true', default=False,
                    help='continue the search in --out from its checkpoints/last.ckpt')
     p.add_argument('--overwrite', action='store_true',

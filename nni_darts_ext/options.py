@@ -87,7 +87,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type, *, skip: Iterable[st
         hint, _ = _unwrap(hints[f.name])
         default = shown.get(f.name, _default(f))
         text = meta.get('help', '')
-        text = f'{text} (default: {default})' if text else f'default: {default}'
+        if 'default' not in text and default is not None:  # "None" would tell nothing; a text may say it itself
+            text = f'{text} (default: {default})' if text else f'default: {default}'
         flags = [_dash(f.name), *meta.get('flags', ())]
         kwargs: Dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS)
         if hint is bool:

@@ -71,6 +71,20 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
+def preset_defaults_help() -> Dict[str, str]:
+    """The default that ``--help`` shows for each field a preset or the strategy's recipe fills (``None`` here)."""
+    def by_preset(key: str) -> str:
+        values = ', '.join(f'{name} {"all" if preset.get(key, "") is None else preset.get(key, "recipe")}'
+                           for name, preset in PRESETS.items())
+        return f'per --preset: {values}'
+    shown = {key: by_preset(key) for preset in PRESETS.values() for key in preset if key != 'stage_epochs'}
+    shown['epochs'] += '; P-DARTS per stage: ' + by_preset('stage_epochs').split(': ', 1)[1]
+    for key in WEIGHT_RECIPES['darts']:
+        recipe = ', '.join(f'{strategy} {r[key]}' for strategy, r in WEIGHT_RECIPES.items())
+        shown[key] = (f'{shown[key]}; ' if key in shown else '') + f'recipe: the strategy\'s reference ({recipe})'
+    return shown
+
+
 def arch_steps_per_epoch(settings: 'SearchSettings') -> int:
     """α steps per epoch of resolved settings: batches of the architecture half (last partial batch dropped)."""
     from .data import get_info
@@ -107,7 +121,7 @@ class SearchSettings:
     dataset: Optional[str] = _opt(None, 'fashion-mnist | mnist | cifar10 | digits; an explicit one wins over the '
                                         'preset\'s (default: the preset\'s, else fashion-mnist)')
     preset: Optional[str] = _opt(None, 'reference: the papers\' settings (GPU scale); cpu: minutes on 2 cores; '
-                                       'tiny: seconds', choices=tuple(PRESETS))
+                                       'tiny: seconds (default: reference)', choices=tuple(PRESETS))
     subset: Optional[int] = _opt(None, 'use a seeded random subset of the training set')
     epochs: Optional[int] = _opt(None, 'search epochs (P-DARTS: per stage)')
     batch_size: Optional[int] = None
@@ -117,7 +131,9 @@ class SearchSettings:
     ops: Optional[Sequence[str]] = _opt(None, 'candidate op names (default: the DARTS eight)')
     learning_rate: Optional[float] = _opt(None, 'weight learning rate', flags=('--lr',))
     learning_rate_min: Optional[float] = _opt(None, flags=('--lr-min',))
-    arc_learning_rate: Optional[float] = _opt(None, 'architecture learning rate', flags=('--arc-lr',))
+    arc_learning_rate: Optional[float] = _opt(None, "architecture learning rate (default: the strategy's reference, "
+                                                          "3e-4 DARTS, 6e-4 P-/PC-DARTS; short presets scale it)",
+                                               flags=('--arc-lr',))
     warmup_epochs: Optional[int] = _opt(None, 'weight-only epochs (default: PC-DARTS 15/50, P-DARTS 10/25 of the '
                                               'epochs)')
     k: Optional[int] = _opt(None, 'PC-DARTS partial-channel factor K (default: the preset\'s: 4, cpu 2)')
@@ -129,7 +145,7 @@ class SearchSettings:
     channels_last: bool = _opt(True, 'the channels_last memory format', negative='--contiguous')
     augment: bool = _opt(True, 'random crop (and flip where allowed) of both search halves, as the '
                                'references')
-    limit_train_batches: Optional[int] = None
+    limit_train_batches: Optional[int] = _opt(None, 'at most this many batches per epoch (default: all)')
     num_workers: int = _opt(0, 'data loader worker processes')
     data_dir: Optional[str] = _opt(None, 'dataset root (default $NNI_DARTS_EXT_DATA or ~/.cache)')
     out: str = _opt('runs/search', 'output folder')
@@ -143,7 +159,8 @@ class SearchSettings:
     # data parallel inside one search (issue #13; Lightning's Trainer names)
     num_nodes: int = _opt(1, 'machines (DDP across nodes)')
     strategy_backend: Optional[str] = _opt(None, "Lightning's distributed strategy: ddp | ddp_spawn | ... (named so "
-                                                 'because --strategy is the NAS strategy)')
+                                                 'because --strategy is the NAS strategy; default: Lightning\'s '
+                                                 '"auto", DDP for several devices)')
     sync_batchnorm: bool = _opt(False, 'batch-norm statistics over the global batch of all processes (CPU: gloo)')
     retrain_epochs: int = _opt(0, 'train the derived network this many epochs on the training half and report its '
                                   'accuracy on the architecture half (the test set is never used); 0: off')
