@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from benchmarks._measure import ROOT, fit_exponent, interleaved, summarise
 
-__all__ = ['PRESETS', 'SPEED_CONFIGS', 'speed', 'memory', 'growth', 'pdarts_wall_time', 'quality', 'headline']
+__all__ = ['PRESETS', 'SPEED_CONFIGS', 'speed', 'memory', 'drop_unmeasured_stage_memory', 'growth', 'pdarts_wall_time', 'quality', 'headline']
 
 # Sizes. ``shape`` = (channels, image); steps are timed after ``warmup`` untimed ones, in every run.
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -102,18 +102,31 @@ def speed(runs: Mapping[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
     return dict(unit='seconds per search step (arch step + weight step)', configs=stats)
 
 
+def drop_unmeasured_stage_memory(stats: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """CPU: P-DARTS stages after the first run in the process of stage 1, whose freed memory the allocator keeps
+    (RSS does not fall), so their peak-RSS reading is 0, not a measurement: mark it n/a (in place; idempotent)."""
+    for name, s in stats.items():
+        if name.startswith('pdarts_stage') and name != 'pdarts_stage1':
+            s.update(median=None, ratio_vs_order1=None, note='not measurable by RSS after stage 1 in one process')
+    return stats
+
+
 def memory(runs: Mapping[str, List[Dict[str, Any]]], fresh: bool) -> Dict[str, Any]:
     """Peak activation memory (median over repeats) and its ratio to DARTS order 1."""
     stats = {name: summarise(v) for name, v in _per_config(runs, 'activation_bytes').items()}
+    spec = next(iter(runs.values()))[0]['spec']
+    on_gpu = spec.get('accelerator', 'cpu') in ('gpu', 'cuda')
+    if not on_gpu:
+        drop_unmeasured_stage_memory(stats)
     darts = stats['order1']['median']
     for name, s in stats.items():
-        s['ratio_vs_order1'] = s['median'] / darts if darts > 0 else None
+        s['ratio_vs_order1'] = s['median'] / darts if darts > 0 and s['median'] is not None else None
         ratio = 'n/a' if s['ratio_vs_order1'] is None else f'{s["ratio_vs_order1"]:.2f}'
-        print(f'  memory {name:15s} {s["median"] / 2**20:8.1f} MiB  x{ratio} DARTS order 1', flush=True)
+        mib = 'n/a' if s['median'] is None else f'{s["median"] / 2**20:.1f}'
+        print(f'  memory {name:15s} {mib:>8s} MiB  x{ratio} DARTS order 1 {s.get("note", "")}', flush=True)
     method = ('peak RSS (VmHWM after clear_refs) minus RSS at on_train_start, fresh process per run'
               if fresh else 'in-process peak RSS minus RSS at on_train_start (smoke: not comparable)')
-    spec = next(iter(runs.values()))[0]['spec']
-    if spec.get('accelerator', 'cpu') in ('gpu', 'cuda'):
+    if on_gpu:
         method = 'torch.cuda.max_memory_allocated minus memory_allocated at on_train_start'
     return dict(unit='bytes', method=method, configs=stats)
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""Screenshot of the NNI web UI's trial-detail page for a tiny DARTS experiment -> docs/webui_trial.png.
+"""Screenshot of the NNI web UI's trial-detail page of ``examples/darts.yml`` -> docs/webui_trial.png.
 
 Not part of CI. Needs Debian's Chromium (``apt-get install -y chromium``). Run from anywhere::
 
-    .venv/bin/python scripts/screenshot_webui.py [--out docs/webui_trial.png] [--keep]
+    .venv/bin/python scripts/screenshot_webui.py [--out docs/webui_trial.png] [--keep] [--tiny]
 
-It starts ``nnictl create`` on a tiny config (8x8 digits, 2 trials of 3 epochs, side by side) in a temporary folder
+It starts ``nnictl create`` on examples/darts.yml (Fashion-MNIST, ``cpu`` preset, DARTS order 1 and 2 side by side,
+each trial's default metric the derived network retrained 3 epochs; ~15 min on 2 cores; ``--tiny``: 8x8 digits,
+seconds, numbers meaningless) in a temporary folder
 (experiment folder and ``$HOME``, so nnictl's manifest too), waits until the experiment is DONE, opens
 ``http://localhost:PORT/detail`` in headless Chromium through the DevTools protocol, expands the first trial (its
 intermediate results), saves the PNG and stops the experiment. ``--url-only`` prints the page instead of waiting.
@@ -57,17 +59,21 @@ def _get(url: str, timeout: float = 10) -> Any:
         return json.loads(response.read().decode())
 
 
-def _config(tmp: Path) -> Path:
+def _config(tmp: Path, tiny: bool) -> Path:
+    """examples/darts.yml as it is (cpu preset, default metric = the derived net retrained 3 epochs; order 1 and 2
+    side by side), or with ``tiny`` a seconds-long version whose numbers mean nothing (to check the script)."""
     import yaml
     config = yaml.safe_load((ROOT / 'examples' / 'darts.yml').read_text())
+    command = config['trialCommand'].replace('.venv/bin/python', shlex.quote(sys.executable))
+    if tiny:
+        config['searchSpace'] = {'seed': {'_type': 'choice', '_value': [0, 1]},
+                                 'epochs': {'_type': 'choice', '_value': [3]}}
+        command = f'{shlex.quote(sys.executable)} -m nni_darts_ext.trial --strategy darts {TINY}'
     config.update(
-        experimentName='darts-tiny-webui',
-        searchSpace={'seed': {'_type': 'choice', '_value': [0, 1]},
-                     'arc_learning_rate': {'_type': 'choice', '_value': [0.0003]},
-                     'epochs': {'_type': 'choice', '_value': [3]}},
-        trialCommand=(f'nice -n {BOOST} ' if BOOST else '')
-        + f'{shlex.quote(sys.executable)} -m nni_darts_ext.trial --strategy darts {TINY}',
-        trialCodeDirectory=str(ROOT), trialConcurrency=2, maxTrialNumber=2, maxTrialDuration='10m',
+        experimentName='darts-tiny-webui' if tiny else config['experimentName'],
+        trialCommand=(f'nice -n {BOOST} ' if BOOST else '') + command,
+        trialCodeDirectory=str(ROOT), trialConcurrency=2, maxTrialNumber=2,
+        maxTrialDuration='10m' if tiny else config['maxTrialDuration'],
         experimentWorkingDirectory=str(tmp / 'experiments'))
     path = tmp / 'config.yml'
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -75,14 +81,14 @@ def _config(tmp: Path) -> Path:
 
 
 class Experiment:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, tiny: bool = False):
         self.tmp = tmp
         (tmp / 'home').mkdir()
         self.env = {**os.environ, 'HOME': str(tmp / 'home'), 'PYTHONWARNINGS': 'ignore'}
         mpl = Path.home() / '.cache' / 'matplotlib'
         if mpl.is_dir():
             self.env.setdefault('MPLCONFIGDIR', str(mpl))
-        self.config = _config(tmp)
+        self.config = _config(tmp, tiny)
         self.port: int = 0
         self.id: Optional[str] = None
 
@@ -258,6 +264,7 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument('--height', type=int, default=1000)
     p.add_argument('--page', default='detail', help='web UI page: detail (trials) or oview (overview)')
     p.add_argument('--url', default=None, help='screenshot this running web UI instead of starting an experiment')
+    p.add_argument('--tiny', action='store_true', help='seconds-long trials (checks the script; numbers mean nothing)')
     p.add_argument('--keep', action='store_true', help='leave the experiment running (stop it with nnictl stop)')
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
@@ -266,10 +273,10 @@ def main(argv: Optional[list] = None) -> int:
         print(f'saved {out}')
         return 0
     tmp = Path(tempfile.mkdtemp(prefix='nni_webui_'))
-    exp = Experiment(tmp)
+    exp = Experiment(tmp, args.tiny)
     try:
         exp.start()
-        status = exp.wait_done(900)
+        status = exp.wait_done(900 if args.tiny else 3 * 3600)
         print(f'experiment {exp.id}: {status}', flush=True)
         capture(f'http://localhost:{exp.port}/{args.page}', out, args.width, args.height)
         print(f'saved {out}')

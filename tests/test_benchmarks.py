@@ -39,6 +39,17 @@ def test_smoke_run_writes_every_field_and_the_table(tmp_path):
     table = (tmp_path / 'results.md').read_text()
     assert '| ratio_order1_vs_nni_step_time |' in table and 'pdarts_stage3' in table
     assert (tmp_path / 'results_growth.png').stat().st_size > 0
+    stages = results['sections']['memory']['configs']
+    assert stages['pdarts_stage1']['median'] > 0 and stages['pdarts_stage2']['median'] is None  # RSS: n/a, not 0
+
+    # the README block is the same table, regenerated from results.json alone
+    from benchmarks import report
+    readme = tmp_path / 'README.md'
+    readme.write_text(f'# x\n\n## Benchmarks\n\n{report.README_BEGIN}\nold\n{report.README_END}\n\nafter\n')
+    report.update_readme(readme, report.markdown(results), tmp_path / 'sub')
+    text = readme.read_text()
+    assert 'old' not in text and text.endswith('after\n') and '### Benchmarks (smoke)' in text
+    assert '| ratio_order1_vs_nni_step_time |' in text and '![growth](sub/results_growth.png)' in text
 
 
 def test_gpu_script_without_gpu_exits_cleanly(tmp_path):
