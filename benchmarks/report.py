@@ -72,7 +72,9 @@ def markdown(results: Mapping[str, Any]) -> str:
     quality = sections.get('quality')
     if quality is not None:
         per = ', '.join(f'{k} {v:.4f}' for k, v in quality.get('per_strategy', {}).items())
-        lines += ['', f'Quality (from {quality.get("file") or "no quality.json"}): found mean acc '
+        source = quality.get('file') or 'no quality.json'
+        root = str(Path(__file__).resolve().parents[1]) + '/'
+        lines += ['', f'Quality (from {source.replace(root, "")}): found mean acc '
                   f'{_num(quality.get("found_mean_acc"), "{:.4f}")}' + (f' ({per})' if per else '')
                   + f', random median acc {_num(quality.get("random_median_acc"), "{:.4f}")}.']
     return '\n'.join(lines) + '\n'
