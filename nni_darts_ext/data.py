@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler, Subset
+from torch.utils.data import Dataset, DistributedSampler, Subset
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch.utils.data import DataLoader
@@ -895,13 +895,20 @@ def test_set(
 # --------------------------------------------------------------------------------------------
 
 
-class SeededRandomSampler(Sampler[int]):
-    """Random permutation sampler that is reproducible and picklable.
+class SeededRandomSampler(DistributedSampler):
+    """Random permutation sampler that is reproducible, picklable and shards itself under DDP.
 
-    Epoch ``e`` (the ``e``-th call of ``iter``) yields
+    Epoch ``e`` (the ``e``-th call of ``iter``) permutes with
     ``torch.randperm(n, generator=torch.Generator().manual_seed(seed + e))``. It replaces the
     ``generator=`` argument of :class:`~torch.utils.data.DataLoader`, which :func:`nni.dump`
     cannot serialise.
+
+    With ``W`` processes (a process group when iterated), rank ``r`` takes ``perm[r::W]`` of the
+    first ``W·(n // W)`` images: the ranks' batches of ``b`` images together are the images of the
+    one-process batch of ``W·b`` (issue #13). Being a :class:`DistributedSampler`, Lightning keeps it
+    instead of wrapping it in its ``DistributedSamplerWrapper``, whose second shuffle would break that.
+    The epoch counter is its own (saved and restored with the run, :mod:`nni_darts_ext.rundir`), so
+    :meth:`set_epoch` does nothing.
 
     Parameters
     ----------
@@ -909,20 +916,39 @@ class SeededRandomSampler(Sampler[int]):
         Size of the dataset.
     seed : int
         Seed of the first epoch.
+    num_replicas, rank : int, optional
+        A fixed shard (default: the process group's, read at each iteration).
     """
 
-    def __init__(self, num_samples: int, seed: int = 0) -> None:
+    def __init__(self, num_samples: int, seed: int = 0, num_replicas: int | None = None,
+                 rank: int | None = None) -> None:  # no super().__init__: the process group may not exist yet
         self.num_samples = int(num_samples)
         self.seed = int(seed)
         self.epoch = 0
+        self.fixed_shard = None if num_replicas is None else (int(num_replicas), int(rank or 0))
+
+    def _shard(self) -> tuple[int, int]:
+        """``(processes, this rank)``: as given, else the process group's when iterated."""
+        if self.fixed_shard is not None:
+            return self.fixed_shard
+        from .oneshot.distributed import rank, world_size
+        return world_size(), rank()
 
     def __iter__(self) -> Iterator[int]:
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
         self.epoch += 1
-        return iter(torch.randperm(self.num_samples, generator=gen).tolist())
+        perm = torch.randperm(self.num_samples, generator=gen)
+        world, rank = self._shard()
+        if world > 1:
+            perm = perm[: self.num_samples // world * world][rank::world]
+        return iter(perm.tolist())
 
     def __len__(self) -> int:
-        return self.num_samples
+        world, _ = self._shard()
+        return self.num_samples // world if world > 1 else self.num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        """Ignored: the epoch advances with each iteration (and P-DARTS' stages continue it)."""
 
 
 def _loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int,

@@ -192,6 +192,18 @@ def test_seeded_sampler_and_pickling() -> None:
     s2 = pickle.loads(pickle.dumps(s))  # carries the epoch counter
     assert list(s2) == list(s) != first
     assert list(data.SeededRandomSampler(50, seed=7)) == first
+    # under DDP (2 ranks) the ranks' batches of 8 together hold the images of the one-process batch of 16, every
+    # step and epoch (Lightning's DistributedSamplerWrapper would shuffle a second time: issue #13)
+    one = data.SeededRandomSampler(51, seed=3)
+    ranks = [data.SeededRandomSampler(51, seed=3, num_replicas=2, rank=r) for r in (0, 1)]
+    assert isinstance(one, torch.utils.data.DistributedSampler) and [len(r) for r in ranks] == [25, 25]
+    for _ in range(2):
+        whole, shards = list(one), [list(r) for r in ranks]
+        for step in range(3):
+            assert sorted(shards[0][8 * step:8 * step + 8] + shards[1][8 * step:8 * step + 8]) == \
+                sorted(whole[16 * step:16 * step + 16])
+    one.set_epoch(0)  # Lightning's call does not rewind the sampler's own epoch counter
+    assert one.epoch == 2
     weight_set, arch_set = search_split("digits", subset=64)
     copy = pickle.loads(pickle.dumps(weight_set))
     assert list(copy.indices) == list(weight_set.indices)

@@ -7,8 +7,13 @@ weights on both ranks after every step. Weights identical while the ranks see di
 ``manual_backward`` all-reduces the weight gradients under NNI's manual optimisation.
 
 With ``--sync-batchnorm`` the 2 x 16 search is the same computation as one process on batch 32 (same seed, no
-augmentation: random crops are drawn per process), so α agrees to float summation error. Without it, batch-norm
-statistics are per rank (16 images instead of 32) and α is a (slightly) different function of the data.
+augmentation: random crops are drawn per process; ``data.SeededRandomSampler`` gives rank r the images r, r+2, ... of
+the one-process order, so the two ranks' batches hold the one-process batch's images), so α agrees to float summation
+error. Without it, batch-norm statistics are per rank (16 images instead of 32) and α is a (slightly) different
+function of the data. These three runs use DARTS' α lr 3e-4, not the tiny preset's scaled 0.3: Adam moves each α by
+about lr·sign(its gradient), which turns float-level differences in a near-cancelling gradient into differences of
+order lr (measured at lr 0.3: 6e-8 after step 1, 0.05 after step 2; at 3e-4: 2e-10, 6e-9, 1e-8, 8e-6 over 4 steps,
+and 6e-4 to 2e-3 without sync-batchnorm).
 """
 import json
 import os
@@ -24,12 +29,12 @@ COMMON = ['--preset', 'tiny', '--dataset', 'digits', '--width', '4', '--cells', 
           '--accelerator', 'cpu']
 DDP = ['--batch-size', '16', '--devices', '2', '--strategy-backend', 'ddp']
 RUNS = {
-    'darts1': ['--strategy', 'darts', '--order', '1', *DDP],
+    'darts1': ['--strategy', 'darts', '--order', '1', *DDP, '--arc-lr', '3e-4'],
     'darts2': ['--strategy', 'darts', '--order', '2', *DDP],
     'pcdarts': ['--strategy', 'pcdarts', '--k', '2', *DDP],
     'pdarts': ['--strategy', 'pdarts', '--stage-cells', '3', '3', '3', *DDP],
-    'darts1_syncbn': ['--strategy', 'darts', '--order', '1', *DDP, '--sync-batchnorm'],
-    'darts1_single': ['--strategy', 'darts', '--order', '1', '--batch-size', '32', '--devices', '1'],
+    'darts1_syncbn': ['--strategy', 'darts', '--order', '1', *DDP, '--sync-batchnorm', '--arc-lr', '3e-4'],
+    'darts1_single': ['--strategy', 'darts', '--order', '1', '--batch-size', '32', '--devices', '1', '--arc-lr', '3e-4'],
 }
 STEPS = {'pdarts': 6}  # 3 stages x 2 steps; the others 2
 
@@ -83,14 +88,10 @@ def _max_diff(a, b):
                for sa, sb in zip(a['history'], b['history']))
 
 
-@pytest.mark.xfail(strict=False, reason='measured 2026-12-04: max |Δα| 0.40 after step 1, 0.79 after step 2 with '
-                   '--sync-batchnorm, as large as without it: some other difference than batch statistics (suspects: '
-                   'which images form a global batch under DistributedSamplerWrapper, the sampler epoch counter, '
-                   'the validation half) is not isolated yet; see docs/distributed.md')
 def test_sync_batchnorm_matches_one_process_at_the_same_global_batch(runs):
     single, synced, plain = _ok(runs['darts1_single']), _ok(runs['darts1_syncbn']), _ok(runs['darts1'])
     assert single['world_size'] == 1
     diff_sync, diff_plain = _max_diff(single, synced), _max_diff(single, plain)
     print(f'max |Δα| vs one process at batch 32: sync-batchnorm {diff_sync:.3g}, per-rank batch norm {diff_plain:.3g}')
     assert diff_sync < 1e-5
-    assert diff_plain > diff_sync  # per-rank batch statistics: another function of the data
+    assert diff_plain > 10 * diff_sync  # per-rank batch statistics: another function of the data
