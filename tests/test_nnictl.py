@@ -405,3 +405,23 @@ def test_trial_outside_nnictl_fails_fast_on_a_bad_parameter(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert 'trial failed: bad parameter: warmup_epochs=5' in proc.stderr
     assert not (tmp_path / 'out').exists()
+
+
+def test_gpu_example_is_a_valid_reference_config():
+    # examples/pcdarts_gpu.yml cannot run here (no GPU): NNI accepts it, it asks one GPU per trial, and the trial
+    # accepts its command line and every search-space value, at the papers' setting
+    from nni.experiment.config import ExperimentConfig
+    from nni_darts_ext.cli import search_settings
+    from nni_darts_ext.trial import build_parser, settings_from_params
+
+    path = ROOT / 'examples' / 'pcdarts_gpu.yml'
+    config = ExperimentConfig.load(str(path))
+    raw = yaml.safe_load(path.read_text())
+    assert config.trial_gpu_number == 1 and config.training_service.max_trial_number_per_gpu == 1
+    base, _ = search_settings(build_parser().parse_args(shlex.split(raw['trialCommand'])[3:]))
+    assert (base.strategy, base.preset, base.accelerator) == ('pcdarts', 'reference', 'gpu')
+    for key, spec in raw['searchSpace'].items():
+        for value in spec['_value']:
+            settings_from_params(base, {key: value})
+    resolved = settings_from_params(base, {'dataset': 'cifar10'}).resolved()
+    assert (resolved.width, resolved.cells, resolved.batch_size, resolved.epochs, resolved.k) == (16, 8, 256, 50, 4)
