@@ -94,6 +94,7 @@ class DatasetInfo:
         return (self.in_channels, self.image_size, self.image_size)
 
 
+# name, classes, channels, side, mean, std, train images, test images, crop padding, flip
 DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({
     # clothes are left-right symmetric: flips preserve labels (digits' do not)
     "fashion-mnist": DatasetInfo("fashion-mnist", 10, 1, 28, (0.2860,), (0.3530,), 60000, 10000, 2, True),

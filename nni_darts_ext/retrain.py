@@ -29,9 +29,9 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Timer
 import torch.nn as nn
 import torch.nn.functional as F
+from pytorch_lightning.callbacks import Timer
 
 from . import accel
 from .data import DartsDataModule, DatasetInfo, get_info
@@ -257,7 +257,6 @@ class RetrainModule(pl.LightningModule):
                                     weight_decay=c.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.epochs, eta_min=c.learning_rate_min)
         return {'optimizer': optimizer, 'lr_scheduler': {'scheduler': scheduler, 'interval': 'epoch'}}
-
 
 
 # --- one call ---------------------------------------------------------------------------------------------------------
