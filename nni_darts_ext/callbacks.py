@@ -8,8 +8,8 @@
 
 and at the end of the fit ``alpha_final/{cell}`` (and, with ``out_dir``, ``alpha_{cell}.png`` files). Scalars are
 logged at the global step (aligned with the loss curves), images at the epoch.
-The genotype of every epoch is logged as text by ``DartsSearchModule.log_architecture``; NNI's ``prob/...``
-scalars every ``log_prob_every_n_step`` steps stay as they are.
+The genotype of every epoch is logged as text by ``DartsSearchModule.log_architecture``. These are the only α
+scalars: the search module does not log NNI's duplicate ``prob/...`` set.
 """
 from __future__ import annotations
 

@@ -61,7 +61,8 @@ class DartsWeightModule(SupervisedLearningModule):
 class DartsClassification(Lightning):
     """NNI evaluator: :class:`DartsWeightModule` + a Lightning ``Trainer(**trainer_kwargs)``.
 
-    Pass the search split as ``train_dataloaders`` (weights) and ``val_dataloaders`` (architecture).
+    Pass the search split as a ``datamodule`` (:class:`~nni_darts_ext.data.DartsDataModule`), or as
+    ``train_dataloaders`` (weights) and ``val_dataloaders`` (architecture).
     """
 
     def __init__(self, num_classes: int, learning_rate: float = 0.025, momentum: float = 0.9,
@@ -79,13 +80,14 @@ def search_evaluator(dataset: str = 'fashion-mnist', *, recipe: str = 'darts', b
                      momentum: float = 0.9, weight_decay: float = 3e-4, augment: bool = True,
                      num_workers: int = 0, pin_memory: bool = False,
                      **trainer_kwargs: Any) -> DartsClassification:
-    """A search evaluator on a named dataset's search split (half the training set each for w and α).
+    """A search evaluator on a named dataset's search split (half the training set each for w and α), given as a
+    :class:`~nni_darts_ext.data.DartsDataModule`.
 
     ``recipe`` picks the reference weight recipe of a strategy (:data:`WEIGHT_RECIPES`: ``'darts'``, ``'pdarts'``,
     ``'pcdarts'``); ``batch_size``, ``learning_rate``, ``learning_rate_min`` override it (the recipe is then
     recorded as ``'custom'``). ``augment``: random crop (and flip) on both halves, as the reference searches.
     """
-    from .data import get_info, search_dataloaders
+    from .data import DartsDataModule
     if recipe not in WEIGHT_RECIPES:
         raise ValueError(f'recipe={recipe!r} is invalid; allowed: {list(WEIGHT_RECIPES)}.')
     chosen = dict(WEIGHT_RECIPES[recipe])
@@ -93,11 +95,10 @@ def search_evaluator(dataset: str = 'fashion-mnist', *, recipe: str = 'darts', b
     if any(value is not None and value != chosen[key] for key, value in overrides.items()):
         recipe = 'custom'
     chosen.update({key: value for key, value in overrides.items() if value is not None})
-    info = get_info(dataset)
-    train_loader, val_loader = search_dataloaders(dataset, batch_size=chosen['batch_size'], subset=subset, seed=seed,
-                                                  root=root, augment=augment, num_workers=num_workers,
-                                                  pin_memory=pin_memory)
+    data = DartsDataModule(dataset, batch_size=chosen['batch_size'], subset=subset, seed=seed, root=root,
+                           augment=augment, num_workers=num_workers, pin_memory=pin_memory)
+    data.setup()  # a missing dataset fails here, before the search writes anything
     trainer_kwargs.setdefault('enable_model_summary', False)
-    return DartsClassification(info.num_classes, chosen['learning_rate'], momentum, weight_decay,
-                               chosen['learning_rate_min'], train_dataloaders=train_loader,
-                               val_dataloaders=val_loader, recipe=recipe, max_epochs=max_epochs, **trainer_kwargs)
+    return DartsClassification(data.info.num_classes, chosen['learning_rate'], momentum, weight_decay,
+                               chosen['learning_rate_min'], datamodule=data, recipe=recipe, max_epochs=max_epochs,
+                               **trainer_kwargs)

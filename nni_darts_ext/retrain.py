@@ -31,9 +31,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pytorch_lightning.callbacks import Timer
 
 from . import accel
-from .data import DatasetInfo, SeededRandomSampler, get_info
+from .data import DartsDataModule, DatasetInfo, get_info
 from .space.genotype import (OUR_FORMAT, Genotype, arch_to_genotype, genotype_from_name, genotype_to_arch, load_arch,
                              save_arch, to_arch_format, validate_arch)
 from .space.network import DartsCellSpace
@@ -176,7 +177,8 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
 # --- Lightning --------------------------------------------------------------------------------------------------------
 class RetrainModule(pl.LightningModule):
     """Cross-entropy + ``auxiliary_weight`` x auxiliary cross-entropy (training only), SGD with cosine annealing, the
-    drop-path ramp ``drop_path_prob * epoch / epochs`` at each training epoch start (DARTS ``train.py``)."""
+    drop-path ramp ``drop_path_prob * epoch / epochs`` at each training epoch start (DARTS ``train.py``); accuracy
+    by torchmetrics (``{train,val,test}_acc``)."""
 
     def __init__(self, model: DartsCellSpace, config: RetrainConfig = RetrainConfig(),
                  arch: Optional[Mapping[str, Any]] = None, dataset: Optional[str] = None):
@@ -185,8 +187,11 @@ class RetrainModule(pl.LightningModule):
         self.config = config
         self.save_hyperparameters({'config': dataclasses.asdict(config), 'arch': dict(arch) if arch else None,
                                    'dataset': dataset})
-        self.elapsed_before = 0.0  # training seconds of earlier runs (restored from the checkpoint)
-        self._fit_started = None
+        from torchmetrics.classification import MulticlassAccuracy
+        # micro average: correct / images, over the epoch (and the ranks under DDP)
+        self.accuracy = nn.ModuleDict({f'{stage}_acc': MulticlassAccuracy(model.classifier.out_features,
+                                                                          average='micro')
+                                       for stage in ('train', 'val', 'test')})
         self._channels_last = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -205,10 +210,12 @@ class RetrainModule(pl.LightningModule):
         return out
 
     def _log_terms(self, stage: str, terms: Dict[str, torch.Tensor], y: torch.Tensor, **kw: Any) -> None:
-        acc = (terms['logits'].argmax(1) == y).float().mean()
         n = y.size(0)
+        acc = self.accuracy[f'{stage}_acc']
+        acc(terms['logits'].detach(), y)
         self.log(f'{stage}_loss', terms['loss'], batch_size=n, prog_bar=stage == 'train', **kw)
-        self.log(f'{stage}_acc', acc, batch_size=n, prog_bar=True, **kw)
+        self.log(f'{stage}_acc', acc, batch_size=n, prog_bar=True,
+                 **{k: v for k, v in kw.items() if k != 'sync_dist'})
         if 'aux' in terms:
             self.log(f'{stage}_aux_loss', terms['aux'], batch_size=n, **kw)
 
@@ -227,7 +234,6 @@ class RetrainModule(pl.LightningModule):
         self._log_terms('test', self.objective(batch), batch[1], on_epoch=True, sync_dist=True)
 
     def on_fit_start(self):
-        self._fit_started = time.time()
         auto = self.device.type == 'cpu'
         self._channels_last = auto if self.config.channels_last is None else self.config.channels_last
         if self._channels_last:
@@ -251,16 +257,6 @@ class RetrainModule(pl.LightningModule):
                                     weight_decay=c.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.epochs, eta_min=c.learning_rate_min)
         return {'optimizer': optimizer, 'lr_scheduler': {'scheduler': scheduler, 'interval': 'epoch'}}
-
-    def elapsed(self) -> float:
-        """Training seconds over every run of this checkpoint lineage."""
-        return self.elapsed_before + (time.time() - self._fit_started if self._fit_started else 0.0)
-
-    def on_save_checkpoint(self, checkpoint):
-        checkpoint['retrain_elapsed_s'] = self.elapsed()
-
-    def on_load_checkpoint(self, checkpoint):
-        self.elapsed_before = float(checkpoint.get('retrain_elapsed_s', 0.0))
 
 
 # --- one call ---------------------------------------------------------------------------------------------------------
@@ -364,7 +360,8 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
     overwrite
         Delete the run in ``out`` (results, checkpoints, logs) before starting a new one.
     train_loader, test_loader
-        Replace the dataset's loaders (e.g. ``FakeData``); ``dataset`` still gives shapes and classes.
+        Replace the loaders of the dataset's :class:`~nni_darts_ext.data.DartsDataModule` (e.g. ``FakeData``);
+        ``dataset`` still gives shapes and classes.
     callbacks
         Extra Lightning callbacks.
     progress_bar
@@ -387,17 +384,18 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
     model = build_model(arch, info, config)
     params, params_aux = count_parameters(model), count_parameters(model, auxiliary=True)
     flops = count_flops(model, info.input_shape)
-    if train_loader is None or test_loader is None:
-        from .data import test_dataloader, train_dataloader
-        if train_loader is None:
-            train_loader = train_dataloader(
-                info, batch_size=config.batch_size, subset=config.subset, seed=config.seed, root=data_dir,
-                num_workers=config.num_workers, augment=config.augment, cutout=config.cutout,
-                pin_memory=accel.pin_memory(config.accelerator))
-        if test_loader is None:
-            test_loader = test_dataloader(info, subset=config.test_subset, seed=config.seed, root=data_dir,
-                                          num_workers=config.num_workers,
-                                          pin_memory=accel.pin_memory(config.accelerator))
+    data = DartsDataModule(info, mode='retrain', batch_size=config.batch_size, subset=config.subset, seed=config.seed,
+                           root=data_dir, num_workers=config.num_workers, augment=config.augment, cutout=config.cutout,
+                           test_subset=config.test_subset, pin_memory=accel.pin_memory(config.accelerator))
+    if train_loader is None and test_loader is None:
+        data.setup()  # a missing dataset fails here, before anything is written
+        fit_data, test_data = {'datamodule': data}, {'datamodule': data}
+        train_loader = data.train_dataloader()
+    else:  # replaced loaders (either may stay the dataset's)
+        train_loader = data.train_dataloader() if train_loader is None else train_loader
+        test_loader = data.test_dataloader() if test_loader is None else test_loader
+        fit_data, test_data = {'train_dataloaders': train_loader, 'val_dataloaders': test_loader}, \
+            {'dataloaders': test_loader}
     # every check passed: from here on the run writes into ``out``
     rundir.prepare_run_folder(folder)
     from .oneshot.distributed import is_rank_zero
@@ -415,7 +413,7 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
     rundir.atomic_write_json(out / 'summary.json', {**status, 'status': 'running', 'arch': arch, 'dataset': info.name,
                                                     'config': dataclasses.asdict(config)})
     sampler = getattr(train_loader, 'sampler', None)
-    if resumed_from and isinstance(sampler, SeededRandomSampler):
+    if resumed_from and hasattr(sampler, 'epoch'):
         sampler.epoch = resumed_from  # the shuffling continues where it stopped instead of replaying epoch 0
     module = RetrainModule(model, config, arch, info.name)
     batches = len(train_loader) if hasattr(train_loader, '__len__') else 10
@@ -424,14 +422,15 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
     if not progress_bar:
         from .callbacks import EpochLogger
         callbacks = [*callbacks, EpochLogger()]
-    trainer = _trainer(config, out, callbacks, progress_bar, min(batches, config.limit_train_batches or batches))
+    timer = Timer()  # training seconds over every run of the checkpoint lineage (restored with it)
+    trainer = _trainer(config, out, [timer, *callbacks], progress_bar,
+                       min(batches, config.limit_train_batches or batches))
     start = time.time()
     _logger.info('retrain %s on %s: %s%s', source, info.name, config, f' (resuming {ckpt_path})' if ckpt_path else '')
     try:
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=test_loader,
-                    ckpt_path=str(ckpt_path) if ckpt_path else None)
+        trainer.fit(module, **fit_data, ckpt_path=str(ckpt_path) if ckpt_path else None)
         epochs_done, global_step = trainer.current_epoch, trainer.global_step
-        metrics = trainer.test(module, dataloaders=test_loader, verbose=False)[0]
+        metrics = trainer.test(module, **test_data, verbose=False)[0]
     except BaseException as err:
         message = 'interrupted' if isinstance(err, KeyboardInterrupt) else f'{type(err).__name__}: {err}'
         rundir.atomic_write_json(out / 'summary.json', {**status, 'status': 'failed', 'error': message})
@@ -439,7 +438,7 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
         raise
     result = RetrainResult(
         arch=arch, genotype=genotype, source=source, dataset=info.name, config=config, epochs_done=epochs_done,
-        global_step=global_step, seconds=time.time() - start, train_seconds_total=module.elapsed(),
+        global_step=global_step, seconds=time.time() - start, train_seconds_total=timer.time_elapsed('train'),
         test_acc=_float(metrics.get('test_acc')), test_loss=_float(metrics.get('test_loss')), params=params,
         params_with_auxiliary=params_aux, flops=flops, out=out, resumed_from_epoch=resumed_from,
         files={**files, 'logs': str(out / 'logs'), 'checkpoints': str(out / 'checkpoints'),

@@ -267,7 +267,8 @@ class ResumeState(_resume_state_base()):
     with other settings is refused), the epochs of the seeded samplers (the data order continues instead of
     replaying epoch 0) and the search module's per-epoch genotype history.
 
-    ``loaders``: the data loaders whose samplers have an ``epoch`` counter (``data.SeededRandomSampler``).
+    ``loaders``: data loaders or data modules (``data.DartsDataModule.samplers``) whose samplers have an ``epoch``
+    counter (``data.SeededRandomSampler``).
     """
 
     def __init__(self, settings: Dict[str, Any], loaders: Any = ()):
@@ -279,7 +280,7 @@ class ResumeState(_resume_state_base()):
     def _samplers(self) -> List[Any]:
         samplers = []
         for loader in self.loaders:
-            for sampler in (getattr(loader, 'sampler', None),
+            for sampler in (*getattr(loader, 'samplers', {}).values(), getattr(loader, 'sampler', None),
                             getattr(getattr(loader, 'batch_sampler', None), 'sampler', None)):
                 if sampler is not None and hasattr(sampler, 'epoch') and sampler not in samplers:
                     samplers.append(sampler)

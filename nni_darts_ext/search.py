@@ -366,7 +366,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
         seed=settings.seed, root=settings.data_dir, max_epochs=settings.epochs, learning_rate=settings.learning_rate,
         learning_rate_min=settings.learning_rate_min, augment=settings.augment, num_workers=settings.num_workers,
         pin_memory=accel.pin_memory(settings.accelerator), **trainer_kwargs)
-    state.loaders = [evaluator.train_dataloaders, evaluator.val_dataloaders]
+    state.loaders = [evaluator.datamodule]
     if hasattr(strategy, 'run_dir'):  # P-DARTS: a checkpoint folder and a record file per stage
         strategy.run_dir, strategy.run_settings = out, record
     if folder.resume_from is not None:  # the run's own checkpoint holds NNI objects (labels), not only tensors
@@ -470,14 +470,12 @@ def retrain_derived(settings: SearchSettings, arch: Dict[str, Any]) -> Dict[str,
     ``settings.retrain_epochs`` epochs on the search's *training* half (the weights' half), evaluated on the
     *architecture* half. The test set is never used. Same width, depth, batch, seed and weight lr as the search; no
     auxiliary head, drop path or cutout (a few epochs). Outputs in ``out/retrain``."""
-    from .data import search_dataloaders
+    from .data import DartsDataModule
     from .retrain import retrain
-    train_loader, _ = search_dataloaders(settings.dataset, batch_size=settings.batch_size, subset=settings.subset,
-                                         seed=settings.seed, root=settings.data_dir, augment=settings.augment,
-                                         num_workers=settings.num_workers)
-    _, held_out = search_dataloaders(settings.dataset, batch_size=settings.batch_size, subset=settings.subset,
-                                     seed=settings.seed, root=settings.data_dir, augment=False,
-                                     num_workers=settings.num_workers)
+    halves = dict(batch_size=settings.batch_size, subset=settings.subset, seed=settings.seed, root=settings.data_dir,
+                  num_workers=settings.num_workers)
+    train_loader = DartsDataModule(settings.dataset, augment=settings.augment, **halves).train_dataloader()
+    held_out = DartsDataModule(settings.dataset, augment=False, **halves).val_dataloader()
     out = Path(settings.out) / 'retrain'
     overrides = dict(epochs=settings.retrain_epochs, width=settings.width, cells=settings.cells,
                      batch_size=settings.batch_size, seed=settings.seed, auxiliary_weight=0.0, drop_path_prob=0.0,

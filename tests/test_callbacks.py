@@ -36,6 +36,7 @@ def test_search_logs_alpha_images_and_curves(tmp_path_factory):
         values = [events.Scalars(f'alpha/{label}/{op}')[-1].value for op in DARTS_OPS]
         assert sum(values) == pytest.approx(1.0, abs=1e-4)  # a softmax per edge
     assert not any(t.startswith('beta/') for t in scalars)  # DARTS has no β
+    assert not any(t.startswith('prob/') for t in scalars)  # one set of α scalars: not NNI's duplicate prob/*
     assert {'alpha/normal', 'alpha/reduce', 'alpha_final/normal', 'alpha_final/reduce'} <= set(tags['images'])
     image = events.Images('alpha_final/normal')[-1]
     assert image.encoded_image_string[:8] == PNG_MAGIC and image.width > 100 and image.height > 100

@@ -105,7 +105,7 @@ def test_arch_step_second_order_restores_weights_and_differs_from_first_order():
                 pl_module.weight_step = weight_step
 
         trainer.callbacks.append(Capture())
-        trainer.fit(module, lightning.train_dataloaders)
+        trainer.fit(module, train_dataloaders=lightning.datamodule.train_dataloader())  # weight + α halves
         assert all(torch.equal(a, b) for a, b in zip(captured['w'], captured['w_after_arch']))
         results[order] = torch.cat([g.flatten() for g in captured['alpha_grad']])
     diff = (results[2] - results[1]).norm() / results[1].norm()

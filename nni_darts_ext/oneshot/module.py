@@ -40,7 +40,6 @@ class DartsSearchConfig:
     hvp: str = 'finite_difference'                # or 'exact' (double backward)
     fd_radius: float = 0.01                       # ε = fd_radius / ‖∇w' L_val‖ (DARTS §2.3)
     channels_last: bool = True                    # 1.6-2.3x faster convolutions on CPU
-    log_prob_every_n_step: int = 10
 
     def __post_init__(self):
         if self.order not in (1, 2):
@@ -99,7 +98,7 @@ class DartsSearchModule(DartsLightningModule):
     def __init__(self, training_module: nn.Module, config: DartsSearchConfig):
         super().__init__(training_module, arc_learning_rate=config.arc_learning_rate,
                          gradient_clip_val=config.gradient_clip_val,
-                         log_prob_every_n_step=config.log_prob_every_n_step, warmup_epochs=config.warmup_epochs)
+                         warmup_epochs=config.warmup_epochs)
         self.config = config
         self.genotype_history: List[Any] = []
 
@@ -165,9 +164,7 @@ class DartsSearchModule(DartsLightningModule):
         if self.arch_update_enabled():
             self.arch_step(trn_batch, val_batch, batch_idx)
         output = self.weight_step(trn_batch, batch_idx)
-        self.advance_lr_schedulers(batch_idx)
-        if batch_idx % self.config.log_prob_every_n_step == 0:
-            self.log_probs(self.export_probs())
+        self.advance_lr_schedulers(batch_idx)  # softmax(α): callbacks.ArchitectureLogger, not NNI's prob/*
         return output
 
     def _loss(self, batch: Any, step_idx: int) -> torch.Tensor:

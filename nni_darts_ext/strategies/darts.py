@@ -47,14 +47,14 @@ class DartsStrategy(DARTS):
                  arc_weight_decay: float = 1e-3, gradient_clip_val: Optional[float] = 5.0,
                  arc_gradient_clip_val: Optional[float] = None, warmup_epochs: int = 0, xi: Optional[float] = None,
                  hvp: str = 'finite_difference', fd_radius: float = 0.01, channels_last: bool = True,
-                 log_prob_every_n_step: int = 10, **kwargs: Any):
+                 **kwargs: Any):
         self.config = DartsSearchConfig(
             order=order, arc_learning_rate=arc_learning_rate, arc_betas=tuple(arc_betas),
             arc_weight_decay=arc_weight_decay, gradient_clip_val=gradient_clip_val,
             arc_gradient_clip_val=arc_gradient_clip_val, warmup_epochs=warmup_epochs, xi=xi, hvp=hvp,
-            fd_radius=fd_radius, channels_last=channels_last, log_prob_every_n_step=log_prob_every_n_step)
+            fd_radius=fd_radius, channels_last=channels_last)
         super().__init__(arc_learning_rate=arc_learning_rate, gradient_clip_val=gradient_clip_val,
-                         log_prob_every_n_step=log_prob_every_n_step, warmup_epochs=warmup_epochs, **kwargs)
+                         warmup_epochs=warmup_epochs, **kwargs)
 
     #: the reference weight recipe of this method (``search_evaluator(recipe=...)``)
     weight_recipe = 'darts'

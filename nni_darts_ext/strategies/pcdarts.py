@@ -82,8 +82,6 @@ class PcDartsStrategy(DartsStrategy):
         Second-order settings (see :class:`DartsStrategy`).
     channels_last
         Run the supernet in ``channels_last`` (faster CPU convolutions; the channel shuffle keeps the format).
-    log_prob_every_n_step
-        Log softmax(α) / softmax(β) every n steps.
     **kwargs
         To NNI's ``DARTS`` / ``OneShotStrategy`` (e.g. ``mutation_hooks``).
 
@@ -98,15 +96,14 @@ class PcDartsStrategy(DartsStrategy):
                  gradient_clip_val: Optional[float] = 5.0, arc_gradient_clip_val: Optional[float] = None,
                  warmup_epochs: int = REFERENCE_WARMUP_EPOCHS, xi: Optional[float] = None,
                  hvp: str = 'finite_difference', fd_radius: float = 0.01, channels_last: bool = True,
-                 log_prob_every_n_step: int = 10, **kwargs: Any):
+                 **kwargs: Any):
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(f'k={k!r} is invalid; allowed: an integer >= 1 (PC-DARTS: 4 on CIFAR, 2 on ImageNet).')
         self.k = k
         super().__init__(order=order, arc_learning_rate=arc_learning_rate, arc_betas=arc_betas,
                          arc_weight_decay=arc_weight_decay, gradient_clip_val=gradient_clip_val,
                          arc_gradient_clip_val=arc_gradient_clip_val, warmup_epochs=warmup_epochs, xi=xi, hvp=hvp,
-                         fd_radius=fd_radius, channels_last=channels_last,
-                         log_prob_every_n_step=log_prob_every_n_step, **kwargs)
+                         fd_radius=fd_radius, channels_last=channels_last, **kwargs)
 
     def default_mutation_hooks(self) -> List[Any]:
         return [partial_channel_hook(self.k), EdgeNormalizedInput.mutate, *super().default_mutation_hooks()]

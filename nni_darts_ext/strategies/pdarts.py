@@ -312,8 +312,8 @@ class PDartsStrategy(DartsStrategy):
     @staticmethod
     def _samplers(evaluator: Any) -> List[Any]:
         """The seeded samplers (with an ``epoch`` counter) of the evaluator's two data halves."""
-        samplers = [getattr(loader, 'sampler', None) for loader in (evaluator.train_dataloaders,
-                                                                    evaluator.val_dataloaders)]
+        samplers = list(getattr(evaluator.datamodule, 'samplers', {}).values()) or [
+            getattr(loader, 'sampler', None) for loader in (evaluator.train_dataloaders, evaluator.val_dataloaders)]
         return [s for s in samplers if s is not None and isinstance(getattr(s, 'epoch', None), int)]
 
     def _saved_stages(self) -> List[Tuple[PDartsStageRecord, Dict[str, Any]]]:
