@@ -12,17 +12,21 @@ norm sets ε — and the Hessian-vector product).
 ``--sync-batchnorm`` on CPU (gloo) uses this batch norm, whose batch statistics are all-reduced with the
 differentiable ``torch.distributed.nn.functional.all_reduce`` (same forward and gradients as one process that sees
 the global batch).
+
+:func:`keep_sampler_order`: Lightning's ``DistributedSamplerWrapper`` around a training loader's sampler re-shuffles
+the sampler's (already seeded, shuffled) order with its own seed; turned off, rank r takes positions r, r + n, ... of
+that order, so the n per-rank batches of a step are together the single-process batch of the same step.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 from pytorch_lightning.plugins.layer_sync import LayerSync
 
 __all__ = ['world_size', 'rank', 'is_rank_zero', 'all_reduce_mean', 'gradient_all_reduce', 'broadcast_int',
-           'arch_parameter_names', 'CpuSyncBatchNorm', 'convert_cpu_sync_batchnorm', 'CpuSyncBatchNormPlugin']
+           'arch_parameter_names', 'keep_sampler_order', 'CpuSyncBatchNorm', 'convert_cpu_sync_batchnorm', 'CpuSyncBatchNormPlugin']
 
 AllReduce = Callable[[List[torch.Tensor]], List[torch.Tensor]]
 
@@ -89,6 +93,23 @@ def arch_parameter_names(module: nn.Module, params: Sequence[nn.Parameter]) -> L
             if id(p) in ids:
                 names.append(f'{module_name}.{name}' if module_name else name)
     return names
+
+
+def keep_sampler_order(loaders: Any) -> int:
+    """Turn off the second shuffle of every ``DistributedSampler`` (Lightning's wrapper) of ``loaders`` (a loader, or
+    nested dicts / lists of them, as ``trainer.train_dataloader``); returns how many were changed. Our samplers
+    shuffle already, with the same seed on every rank."""
+    from torch.utils.data import DistributedSampler
+    if isinstance(loaders, dict):
+        return sum(keep_sampler_order(v) for v in loaders.values())
+    if isinstance(loaders, (list, tuple)):
+        return sum(keep_sampler_order(v) for v in loaders)
+    changed = 0
+    for sampler in (getattr(loaders, 'sampler', None), getattr(getattr(loaders, 'batch_sampler', None), 'sampler', None)):
+        if isinstance(sampler, DistributedSampler) and sampler.shuffle:
+            sampler.shuffle = False
+            changed += 1
+    return changed
 
 
 class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):

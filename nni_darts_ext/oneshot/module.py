@@ -18,7 +18,7 @@ from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 
 from ..space.genotype import arch_to_genotype, count_skips
 from .bilevel import first_order_hypergradient, unrolled_hypergradient
-from .distributed import arch_parameter_names, broadcast_int, gradient_all_reduce
+from .distributed import arch_parameter_names, broadcast_int, gradient_all_reduce, keep_sampler_order
 
 __all__ = ['DartsSearchConfig', 'DartsSearchModule', 'replay_random']
 
@@ -143,6 +143,8 @@ class DartsSearchModule(DartsLightningModule):
         return super().on_fit_start()
 
     def on_train_start(self):
+        # DDP: the global batch of a step = the single-process batch (Lightning's wrapper would shuffle it again)
+        keep_sampler_order(self.trainer.train_dataloader)
         # With max_epochs=-1 the weight cosine runs per batch over max_steps (evaluator.cosine_period); Lightning counts
         # optimizer steps, two per batch once α trains, so convert max_steps into the batches this fit will run.
         max_steps, batches = self.trainer.max_steps, self.trainer.num_training_batches
