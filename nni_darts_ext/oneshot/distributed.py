@@ -105,7 +105,8 @@ def keep_sampler_order(loaders: Any) -> int:
     if isinstance(loaders, (list, tuple)):
         return sum(keep_sampler_order(v) for v in loaders)
     changed = 0
-    for sampler in (getattr(loaders, 'sampler', None), getattr(getattr(loaders, 'batch_sampler', None), 'sampler', None)):
+    batch_sampler = getattr(loaders, 'batch_sampler', None)
+    for sampler in (getattr(loaders, 'sampler', None), getattr(batch_sampler, 'sampler', None)):
         if isinstance(sampler, DistributedSampler) and sampler.shuffle:
             sampler.shuffle = False
             changed += 1
