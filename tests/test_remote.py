@@ -98,7 +98,6 @@ def sshd(tmp_path):
         _kill_trial_keepers(home)
 
 
-
 def _remote_config(tmp: Path, machine: dict) -> Path:
     """examples/remote.yml with its machine pointed at ``machine`` and the tiny 2-trial search of test_nnictl."""
     example = yaml.safe_load((ROOT / 'examples' / 'remote.yml').read_text())
@@ -145,3 +144,25 @@ def test_remote_training_service_runs_two_trials_over_ssh(sshd, tmp_path):
         imported = re.search(r'nni_darts_ext \S+ from (\S+)', log)
         assert imported and Path(imported.group(1)).is_relative_to(code), log[:2000]
     assert seeds == {0, 1}
+
+
+def test_remote_example_is_the_darts_example_on_ssh_machines():
+    """examples/remote.yml runs the trials of examples/darts.yml; only how and where differ (fast, no sshd)."""
+    from nni_darts_ext.cli import search_settings
+    from nni_darts_ext.trial import build_parser, settings_from_params
+
+    remote = yaml.safe_load((ROOT / 'examples' / 'remote.yml').read_text())
+    darts = yaml.safe_load((ROOT / 'examples' / 'darts.yml').read_text())
+    command = remote['trialCommand'].split()
+    assert command[:3] == ['python', '-m', 'nni_darts_ext.trial']  # pythonPath's python, in the uploaded copy
+    assert command[3:] == darts['trialCommand'].split()[3:]
+    assert remote['trainingService']['platform'] == 'remote' and not remote['trainingService']['reuseMode']
+    (machine,) = remote['trainingService']['machineList']
+    assert {'host', 'port', 'user', 'sshKeyFile', 'pythonPath'} <= set(machine)
+    differ = {k for k in set(remote) | set(darts) if remote.get(k) != darts.get(k)}
+    assert differ <= {'experimentName', 'trialCommand', 'trainingService', 'trialGpuNumber'}, differ
+    assert remote['trialCodeDirectory'] == '..' and (ROOT / '.nniignore').is_file()
+    base, _ = search_settings(build_parser().parse_args(command[3:]))
+    for key, spec in remote['searchSpace'].items():
+        for value in spec['_value']:
+            settings_from_params(base, {key: value})
