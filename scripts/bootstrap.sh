@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-time, idempotent set-up of a fresh machine: system packages (graphviz, Fashion-MNIST),
-# the project virtualenv in .venv with the package installed editable, and the offline datasets.
+# One-time, idempotent set-up of a fresh machine: system packages (graphviz, Fashion-MNIST; as root also
+# openssh-server for tests/test_remote.py), the project virtualenv in .venv with the package installed editable,
+# and the offline datasets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need_apt=()
@@ -10,6 +11,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -q >/dev/null 2>&1 || true
   $SUDO apt-get install -y -q "${need_apt[@]}" >/dev/null
+fi
+# sshd for the `remote` training-service test (skipped without it): only as root, and never fatal
+if [ "$(id -u)" = 0 ] && [ ! -x /usr/sbin/sshd ] && command -v apt-get >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server \
+         >/dev/null 2>&1; } || echo "bootstrap: openssh-server not installed; tests/test_remote.py will be skipped" >&2
 fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

@@ -6,14 +6,12 @@ step and raises when a rank differs (the process then fails), so a zero exit sta
 weights on both ranks after every step. Weights identical while the ranks see different shards also shows that
 ``manual_backward`` all-reduces the weight gradients under NNI's manual optimisation.
 
-With ``--sync-batchnorm`` the 2 x 16 search is the same computation as one process on batch 32 (same seed, no
-augmentation: random crops are drawn per process; ``data.SeededRandomSampler`` gives rank r the images r, r+2, ... of
-the one-process order, so the two ranks' batches hold the one-process batch's images), so α agrees to float summation
-error. Without it, batch-norm statistics are per rank (16 images instead of 32) and α is a (slightly) different
-function of the data. These three runs use DARTS' α lr 3e-4, not the tiny preset's scaled 0.3: Adam moves each α by
-about lr·sign(its gradient), which turns float-level differences in a near-cancelling gradient into differences of
-order lr (measured at lr 0.3: 6e-8 after step 1, 0.05 after step 2; at 3e-4: 2e-10, 6e-9, 1e-8, 8e-6 over 4 steps,
-and 6e-4 to 2e-3 without sync-batchnorm).
+With ``--sync-batchnorm`` the 2 x 16 search is the same computation as one process on batch 32, so α agrees to float
+summation error (1e-5 after 4 steps) in the runs set up for that comparison (``EXACT``): same seed, no augmentation
+(random crops are drawn per process), contiguous tensors (PyTorch's channels_last CPU batch norm is less exact in
+float32) and no max pooling (its gradient goes to one of near-equal inputs, which rounding picks differently). Without
+it, batch-norm statistics are per rank (16 images instead of 32) and α is another function of the data. See
+docs/distributed.md.
 """
 import json
 import os
@@ -28,15 +26,18 @@ COMMON = ['--preset', 'tiny', '--dataset', 'digits', '--width', '4', '--cells', 
           '--epochs', '1', '--warmup-epochs', '0', '--limit-train-batches', '2', '--no-progress-bar', '--no-augment',
           '--accelerator', 'cpu']
 DDP = ['--batch-size', '16', '--devices', '2', '--strategy-backend', 'ddp']
+# the 1e-5 comparison: 4 steps (--epochs 2 overrides COMMON's), contiguous tensors, the DARTS ops less max pooling
+EXACT = ['--epochs', '2', '--contiguous', '--ops', 'none', 'avg_pool_3x3', 'skip_connect', 'sep_conv_3x3',
+         'sep_conv_5x5', 'dil_conv_3x3', 'dil_conv_5x5']
 RUNS = {
-    'darts1': ['--strategy', 'darts', '--order', '1', *DDP, '--arc-lr', '3e-4'],
+    'darts1': ['--strategy', 'darts', '--order', '1', *DDP, *EXACT],
     'darts2': ['--strategy', 'darts', '--order', '2', *DDP],
     'pcdarts': ['--strategy', 'pcdarts', '--k', '2', *DDP],
     'pdarts': ['--strategy', 'pdarts', '--stage-cells', '3', '3', '3', *DDP],
-    'darts1_syncbn': ['--strategy', 'darts', '--order', '1', *DDP, '--sync-batchnorm', '--arc-lr', '3e-4'],
-    'darts1_single': ['--strategy', 'darts', '--order', '1', '--batch-size', '32', '--devices', '1', '--arc-lr', '3e-4'],
+    'darts1_syncbn': ['--strategy', 'darts', '--order', '1', *DDP, *EXACT, '--sync-batchnorm'],
+    'darts1_single': ['--strategy', 'darts', '--order', '1', '--batch-size', '32', '--devices', '1', *EXACT],
 }
-STEPS = {'pdarts': 6}  # 3 stages x 2 steps; the others 2
+STEPS = {'pdarts': 6, 'darts1': 4}  # P-DARTS: 3 stages x 2 steps; darts1: 2 epochs x 2; the others 2
 
 
 @pytest.fixture(scope='module')
@@ -93,5 +94,6 @@ def test_sync_batchnorm_matches_one_process_at_the_same_global_batch(runs):
     assert single['world_size'] == 1
     diff_sync, diff_plain = _max_diff(single, synced), _max_diff(single, plain)
     print(f'max |Δα| vs one process at batch 32: sync-batchnorm {diff_sync:.3g}, per-rank batch norm {diff_plain:.3g}')
+    assert len(single['history']) == 4
     assert diff_sync < 1e-5
-    assert diff_plain > 10 * diff_sync  # per-rank batch statistics: another function of the data
+    assert diff_plain > max(1e-3, diff_sync)  # per-rank batch statistics: another function of the data

@@ -5,189 +5,31 @@ Each experiment runs in a temporary folder: ``experimentWorkingDirectory`` and `
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, Optional
 
 import pytest
 import torch
 import yaml
+from _nnictl import (ROOT, TINY_ARGS, Experiment, answers, metric_data, stop_all, tiny_config, trial_dir,
+                     wait_done)
 
-ROOT = Path(__file__).resolve().parents[1]
-NNICTL = Path(sys.executable).with_name('nnictl')
 EXAMPLES = ('darts', 'pdarts', 'pcdarts')
-# Seconds per epoch rather than minutes: 8x8 digits, 64 images, C=4, 3 cells, one weight/arch batch per epoch.
-TINY_ARGS = ('--preset tiny --subset 64 --width 4 --cells 3 --limit-train-batches 1 --threads 1')
 EPOCHS = 2
-# NNI gives its manager ~4 s and its tuner process 10 s to start; on a loaded machine they may not make it. When we
-# may (root), nnictl and so the manager and tuner run at a raised priority, and the trials drop back to the usual.
-BOOST = 10 if hasattr(os, 'geteuid') and os.geteuid() == 0 else 0
-
-
-def _boost() -> None:
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) - BOOST)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _get(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f'http://localhost:{port}/api/v1/nni/{path}', timeout=10) as response:
-        return json.loads(response.read().decode())
-
-
-def _config(tmp: Path, search_space: Dict[str, Any], args: str, trials: int, concurrency: int) -> Path:
-    """A tiny config built from examples/darts.yml (its tuner, training service), run in ``tmp``."""
-    config = yaml.safe_load((ROOT / 'examples' / 'darts.yml').read_text())
-    config.update(
-        experimentName=f'nni_darts_ext test {tmp.name}',
-        searchSpace={k: {'_type': 'choice', '_value': v} for k, v in search_space.items()},
-        # this interpreter, not .venv/bin/python: the test also runs where the venv lives elsewhere
-        trialCommand=(f'nice -n {BOOST} ' if BOOST else '')
-        + f'{shlex.quote(sys.executable)} -m nni_darts_ext.trial --strategy darts {args}',
-        trialCodeDirectory=str(ROOT), trialConcurrency=concurrency, maxTrialNumber=trials,
-        maxExperimentDuration='10m', maxTrialDuration='5m',
-        experimentWorkingDirectory=str(tmp / 'experiments'))
-    path = tmp / 'config.yml'
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-class Experiment:
-    """One ``nnictl create`` on a free port, with ``$HOME`` (hence nnictl's manifest) and the experiment folder in
-    ``tmp``; :meth:`stop` stops it (and kills its manager if ``nnictl stop`` could not)."""
-
-    def __init__(self, tmp: Path, config: Path, nnictl: Optional[List[str]] = None, path_first: Optional[Path] = None):
-        self.tmp, self.config = tmp, config
-        self.nnictl = nnictl or [str(NNICTL)]
-        self.home = tmp / 'home'
-        self.home.mkdir(exist_ok=True)
-        self.env = {**os.environ, 'HOME': str(self.home), 'PYTHONDONTWRITEBYTECODE': '1', 'PYTHONWARNINGS': 'ignore'}
-        for key in [k for k in self.env if k.startswith('NNI_') and k != 'NNI_DARTS_EXT_DATA']:
-            self.env.pop(key)
-        if path_first is not None:  # an "activated" environment: its bin/ first on the PATH, no checkout on sys.path
-            self.env['PATH'] = os.pathsep.join([str(path_first), self.env.get('PATH', '')])
-            self.env.pop('PYTHONPATH', None)
-        mpl_cache = Path.home() / '.cache' / 'matplotlib'  # the real one: no font-cache rebuild per trial
-        if mpl_cache.is_dir():
-            self.env.setdefault('MPLCONFIGDIR', str(mpl_cache))
-        self.port = _free_port()
-        self.id: Optional[str] = None
-        self._create: Optional[subprocess.Popen] = None
-
-    def start(self, attempts: int = 4) -> None:
-        """``nnictl create``, then wait for the first trial. On a loaded machine NNI's start-up timeouts can fire:
-        the manager not answering within nnictl's ~4 s ("Create experiment failed ... Connection refused"), or the
-        tuner process not connecting within the manager's 10 s (status ERROR, "Tuner did not connect"). Both are
-        retried on a new port after stopping what was started."""
-        problem = ''
-        for _ in range(attempts):
-            problem = self._create_once() or self._wait_first_trial()
-            if not problem:
-                return
-            if 'Create experiment failed' not in problem and 'Tuner did not connect' not in problem:
-                break
-            self.stop()
-            self.id, self.port = None, _free_port()
-        pytest.fail(problem)
-
-    def _create_once(self) -> str:
-        self._create = subprocess.Popen([*self.nnictl, 'create', '--config', str(self.config), '--port',
-                                         str(self.port)], env=self.env, cwd=str(self.tmp),
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        preexec_fn=_boost if BOOST else None)
-        try:
-            out, _ = self._create.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            self._create.kill()
-            out, _ = self._create.communicate()
-        found = re.search(r'Experiment ID: (\w+)', re.sub(r'\x1b\[[0-9;]*m', '', out))
-        self.id = found.group(1) if found else None
-        if self._create.returncode == 0 and self.id:
-            assert (self.tmp / 'experiments' / self.id).is_dir(), (self.id, out)
-            return ''
-        return f'nnictl create failed:\n{out}'
-
-    def _wait_first_trial(self, timeout: float = 60) -> str:
-        deadline = time.time() + timeout
-        status: Any = None
-        while time.time() < deadline:
-            with contextlib.suppress(OSError, ValueError):
-                status = self.get('check-status')
-                if status['status'] == 'ERROR':
-                    return f'experiment {self.id} in ERROR: {status}'
-                if self.get('trial-jobs'):
-                    return ''
-            time.sleep(1)
-        return f'experiment {self.id}: no trial after {timeout} s ({status})'
-
-    def get(self, path: str) -> Any:
-        return _get(self.port, path)
-
-    def stop(self) -> None:
-        self.finish_stop(self.begin_stop())
-
-    def begin_stop(self) -> Optional[subprocess.Popen]:
-        if self._create is None:  # never launched
-            return None
-        if self._create.poll() is None:
-            self._create.kill()
-            self._create.communicate()
-        args = [*self.nnictl, 'stop', self.id] if self.id else [*self.nnictl, 'stop', '--all']
-        return subprocess.Popen(args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def finish_stop(self, proc: Optional[subprocess.Popen]) -> None:
-        if proc is None:
-            return
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        # belt and braces: a manager nnictl could not stop is killed through the pid in the manifest
-        manifest = self.home / 'nni-experiments' / '.experiment'
-        with contextlib.suppress(OSError, ValueError):
-            for exp in json.loads(manifest.read_text()).values():
-                if exp.get('pid') and exp.get('port') == self.port and _answers(self.port):
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(exp['pid'], 9)
-        with contextlib.suppress(OSError):
-            manifest.unlink()
-
-
-def _stop_all(experiments: List[Experiment]) -> None:
-    procs = [exp.begin_stop() for exp in experiments]  # side by side: each nnictl takes seconds to start
-    for exp, proc in zip(experiments, procs):
-        exp.finish_stop(proc)
-
-
-def _answers(port: int) -> bool:
-    with contextlib.suppress(OSError, ValueError):
-        _get(port, 'check-status')
-        return True
-    return False
 
 
 @pytest.fixture(scope='module')
 def experiments(tmp_path_factory):
     """Both experiments of this module, started at once (they overlap; the second is a single failing trial)."""
     good_tmp, bad_tmp = tmp_path_factory.mktemp('nnictl_good'), tmp_path_factory.mktemp('nnictl_bad')
-    good = Experiment(good_tmp, _config(good_tmp, {'seed': [0, 1], 'arc_learning_rate': [0.0003],
+    good = Experiment(good_tmp, tiny_config(good_tmp, {'seed': [0, 1], 'arc_learning_rate': [0.0003],
                                                    'epochs': [EPOCHS]}, TINY_ARGS, trials=2, concurrency=2))
-    bad = Experiment(bad_tmp, _config(bad_tmp, {'pc_k': [4], 'no_such_knob': [1]}, TINY_ARGS, trials=1,
+    bad = Experiment(bad_tmp, tiny_config(bad_tmp, {'pc_k': [4], 'no_such_knob': [1]}, TINY_ARGS, trials=1,
                                       concurrency=1))
     stray = _stray_outputs()
     try:
@@ -195,40 +37,15 @@ def experiments(tmp_path_factory):
             exp.start()
         yield {'good': good, 'bad': bad, 'stray_before': stray}
     finally:
-        _stop_all([good, bad])
+        stop_all([good, bad])
     for exp in (good, bad):  # stopped: nothing answers on their ports any more
-        assert not _answers(exp.port), f'experiment {exp.id} still running on port {exp.port}'
-
-
-def _wait_done(port: int, timeout: float) -> str:
-    deadline = time.time() + timeout
-    status = None
-    while time.time() < deadline:
-        with contextlib.suppress(OSError, ValueError):
-            status = _get(port, 'check-status')
-            if status['status'] in ('DONE', 'ERROR', 'STOPPED'):
-                return status['status']
-        time.sleep(2)
-    trials = _get(port, 'trial-jobs')
-    pytest.fail(f'experiment not DONE after {timeout:.0f} s: {status}; trials {trials}')
+        assert not answers(exp.port), f'experiment {exp.id} still running on port {exp.port}'
 
 
 def _log_time(log: str, text: str) -> float:
     import datetime
     line = next(line for line in log.splitlines() if text in line)
     return datetime.datetime.strptime(line[1:20], '%Y-%m-%d %H:%M:%S').timestamp()
-
-
-def _trial_dir(trial: Dict[str, Any]) -> Path:
-    return Path(trial['logPath'].replace('file://localhost:', ''))
-
-
-def _metrics(port: int) -> List[Dict[str, Any]]:
-    rows = _get(port, 'metric-data')
-    for row in rows:
-        value = json.loads(row['data'])
-        row['value'] = json.loads(value) if isinstance(value, str) else value
-    return rows
 
 
 # What a trial that wrote into its code folder (cwd = trialCodeDirectory = the repository) would leave there.
@@ -246,13 +63,13 @@ def test_nnictl_experiment_runs_searches_as_trials(experiments):
     from nni_darts_ext.data import get_info
 
     exp = experiments['good']
-    assert _wait_done(exp.port, 150) == 'DONE'
+    assert wait_done(exp.port, 150) == 'DONE'
     trials = exp.get('trial-jobs')
-    metrics = _metrics(exp.port)
+    metrics = metric_data(exp.port)
     assert len(trials) == 2, trials
     info = get_info('digits')
     for trial in trials:
-        folder = _trial_dir(trial)
+        folder = trial_dir(trial)
         log = (folder / 'trial.log').read_text() if (folder / 'trial.log').exists() else ''
         assert trial['status'] == 'SUCCEEDED', f'{trial}\n{log[-3000:]}'
         assert folder.is_relative_to(exp.tmp / 'experiments'), folder
@@ -288,11 +105,11 @@ def test_nnictl_experiment_runs_searches_as_trials(experiments):
 @pytest.mark.slow
 def test_nnictl_bad_parameter_fails_the_trial_with_its_reason(experiments):
     exp = experiments['bad']
-    assert _wait_done(exp.port, 120) == 'DONE'
+    assert wait_done(exp.port, 120) == 'DONE'
     (trial,) = exp.get('trial-jobs')
     assert trial['status'] == 'FAILED', trial
     assert (trial['endTime'] - trial['startTime']) / 1000 < 240, trial
-    folder = _trial_dir(trial)
+    folder = trial_dir(trial)
     log = (folder / 'trial.log').read_text()
     message = "bad parameter: unknown search-space parameter 'no_such_knob'"
     assert message in log
@@ -300,7 +117,7 @@ def test_nnictl_bad_parameter_fails_the_trial_with_its_reason(experiments):
     stamps = {key: _log_time(log, key) for key in ('trial failed', 'parameter id')}
     assert stamps['trial failed'] - stamps['parameter id'] < 10, log
     assert message in (folder / 'trial.stderr').read_text()
-    assert not [m for m in _metrics(exp.port) if m['trialJobId'] == trial['trialJobId']]
+    assert not [m for m in metric_data(exp.port) if m['trialJobId'] == trial['trialJobId']]
     assert not (folder / 'arch.json').exists()
 
 
@@ -326,9 +143,9 @@ def test_nnictl_from_a_pip_installed_package(tmp_path_factory):
                                                             'parse_args()'], path_first=venv / 'bin')
     try:
         exp.start()
-        assert _wait_done(exp.port, 300) == 'DONE'
+        assert wait_done(exp.port, 300) == 'DONE'
         (trial,) = exp.get('trial-jobs')
-        folder = _trial_dir(trial)
+        folder = trial_dir(trial)
         log = (folder / 'trial.log').read_text() if (folder / 'trial.log').exists() else ''
         assert trial['status'] == 'SUCCEEDED', f'{trial}\n{log[-3000:]}'
     finally:
