@@ -26,10 +26,13 @@ KNOWN_WARNINGS: Tuple[Tuple[str, type], ...] = (
     (r".*isinstance\(treespec, LeafSpec\)` is deprecated", Warning),
     (r".*Running trial code without runtime", RuntimeWarning),
 )
-# Lightning info lines at the start of every fit: accelerator inventory and advertisements.
-KNOWN_INFO_LINES = ('GPU available:', 'TPU available:', 'HPU available:', 'IPU available:', '\U0001f4a1 Tip:')
+# Lightning info lines at the start of every fit (accelerator inventory, advertisements) and NNI's note that our
+# data module replaces the evaluator's loaders (printed twice, by NNI's handler and the root one).
+KNOWN_INFO_LINES = ('GPU available:', 'TPU available:', 'HPU available:', 'IPU available:', '\U0001f4a1 Tip:',
+                    'Fit with datamodule.')
 _LIGHTNING_LOGGERS = ('pytorch_lightning.utilities.rank_zero', 'lightning_fabric.utilities.rank_zero',
-                      'lightning.pytorch.utilities.rank_zero', 'lightning.fabric.utilities.rank_zero')
+                      'lightning.pytorch.utilities.rank_zero', 'lightning.fabric.utilities.rank_zero',
+                      'nni.nas.evaluator.pytorch.lightning')
 
 
 class _DropKnownLines(logging.Filter):
