@@ -82,6 +82,8 @@ def preset_defaults_help() -> Dict[str, str]:
     for key in WEIGHT_RECIPES['darts']:
         recipe = ', '.join(f'{strategy} {r[key]}' for strategy, r in WEIGHT_RECIPES.items())
         shown[key] = (f'{shown[key]}; ' if key in shown else '') + f'recipe: the strategy\'s reference ({recipe})'
+    references = ', '.join(f'{strategy} {lr:g}' for strategy, lr in REFERENCE_ARC_LR.items())
+    shown['arc_learning_rate'] = f"the strategy's reference ({references}); presets other than reference scale it"
     return shown
 
 
@@ -131,9 +133,7 @@ class SearchSettings:
     ops: Optional[Sequence[str]] = _opt(None, 'candidate op names (default: the DARTS eight)')
     learning_rate: Optional[float] = _opt(None, 'weight learning rate', flags=('--lr',))
     learning_rate_min: Optional[float] = _opt(None, flags=('--lr-min',))
-    arc_learning_rate: Optional[float] = _opt(None, "architecture learning rate (default: the strategy's reference, "
-                                                          "3e-4 DARTS, 6e-4 P-/PC-DARTS; short presets scale it)",
-                                               flags=('--arc-lr',))
+    arc_learning_rate: Optional[float] = _opt(None, 'architecture learning rate', flags=('--arc-lr',))
     warmup_epochs: Optional[int] = _opt(None, 'weight-only epochs (default: PC-DARTS 15/50, P-DARTS 10/25 of the '
                                               'epochs)')
     k: Optional[int] = _opt(None, 'PC-DARTS partial-channel factor K (default: the preset\'s: 4, cpu 2)')
