@@ -1,6 +1,6 @@
 """``python -m benchmarks``: every benchmark in one command; ``results.json`` and the generated ``results.md``.
 
-    python -m benchmarks                 # full: speed, memory, growth, whole P-DARTS search, quality (hours)
+    python -m benchmarks                 # full: speed, memory, growth, whole P-DARTS search, quality (~65 min on 2 cores)
     python -m benchmarks --quick         # speed, memory, growth within ~15 min on 2 cores; quality from file
     python -m benchmarks --smoke         # seconds (CI); values are not meaningful
     python -m benchmarks speed memory    # some parts only -> results_speed_memory.{json,md}
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from benchmarks import report, suite
-from benchmarks._measure import ROOT, device_name
+from benchmarks._measure import ROOT, device_name, git_commit, shown_path
 
 PARTS = ('speed', 'memory', 'growth', 'pdarts', 'quality')
 
@@ -75,11 +75,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     results: Dict[str, Any] = dict(
         **suite.headline(sections), device=device_name('cpu'),
         date=datetime.datetime.now().isoformat(timespec='seconds'),
-        preset=preset_name, machine=f'{platform.node()} ({platform.machine()}, Python {platform.python_version()})',
+        preset=preset_name, commit=git_commit(), machine=f'{platform.node()} ({platform.machine()}, Python {platform.python_version()})',
         wall_seconds=time.time() - start, command=' '.join(['python -m benchmarks', *(argv or sys.argv[1:])]),
         threads=args.threads, sizes=preset, growth_plot=None, sections=sections)
     if 'growth' in sections:
-        results['growth_plot'] = str(report.plot_growth(sections['growth'], out / f'{stem}_growth.png'))
+        results['growth_plot'] = shown_path(report.plot_growth(sections['growth'], out / f'{stem}_growth.png'))
     (out / f'{stem}.json').write_text(json.dumps(results, indent=2, default=str))
     (out / f'{stem}.md').write_text(report.markdown(results))
     print(report.markdown(results))

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 __all__ = ['ROOT', 'CLASSES', 'rss_status', 'reset_peak_rss', 'make_probe', 'measure', 'run_spec', 'interleaved',
-           'summarise', 'fit_exponent', 'device_name', 'build_strategy']
+           'summarise', 'fit_exponent', 'git_commit', 'shown_path', 'device_name', 'build_strategy']
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = 10
@@ -244,6 +244,24 @@ def fit_exponent(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
     my = sum(p[1] for p in points) / len(points)
     sxx = sum((p[0] - mx) ** 2 for p in points)
     return sum((p[0] - mx) * (p[1] - my) for p in points) / sxx if sxx else None
+
+
+def git_commit() -> Optional[str]:
+    """The short commit of the measured code (None outside a git checkout)."""
+    try:
+        return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, check=True,
+                              cwd=str(ROOT)).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the repository when inside it (results.json stays valid in any clone), else absolute."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def device_name(accelerator: str = 'cpu') -> str:

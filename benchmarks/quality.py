@@ -312,13 +312,15 @@ def run(preset_name: str, out: Path, runs_dir: Path, workers: Optional[int] = No
                              'acc': statistics.fmean(r['acc'] for r in noise_runs
                                                      if r['seed'] in preset['retrain_seeds'])}
     import torch
+
+    from benchmarks._measure import git_commit
     data = {
         'preset': preset_name, 'dataset': preset['dataset'], 'recipe': {k: v for k, v in preset.items()},
         'found': found, 'random': random, 'published': published, 'random_median_acc': None,
         'device': f'cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores'
                   + (f'; {torch.cuda.get_device_name(0)}' if torch.cuda.is_available() else ''),
         'date': datetime.date.today().isoformat(), 'wall_seconds': round(time.time() - start, 1),
-        'workers': workers, 'commit': _git_commit()}
+        'workers': workers, 'commit': git_commit()}
     data['summary'] = summarise(found, random, published, noise)
     data['random_median_acc'] = data['summary']['random_median_acc']
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -328,15 +330,6 @@ def run(preset_name: str, out: Path, runs_dir: Path, workers: Optional[int] = No
     tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, out)
     return data
-
-
-def _git_commit() -> Optional[str]:
-    import subprocess
-    try:
-        return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 class _InlineExecutor:

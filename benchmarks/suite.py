@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-from benchmarks._measure import ROOT, fit_exponent, interleaved, summarise
+from benchmarks._measure import ROOT, fit_exponent, interleaved, shown_path, summarise
 
 __all__ = ['PRESETS', 'SPEED_CONFIGS', 'speed', 'memory', 'drop_unmeasured_stage_memory', 'growth', 'pdarts_wall_time', 'quality', 'headline']
 
@@ -25,7 +25,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     'quick': dict(width=16, cells=5, batch=32, shape=(3, 16), stage_cells=(3, 4, 5), steps=2, warmup=1, repeats=3,
                   growth_repeats=1, fresh=True, growth=dict(batch=(16, 32, 64), width=(8, 16, 32), cells=(3, 5, 8))),
     # The CLI's cpu search preset (5 cells, batch 64, 1x28x28 as Fashion-MNIST) at C=16 (PC-DARTS K=8 needs an even
-    # C/K), plus the whole P-DARTS search and the quality benchmark: hours on 2 cores.
+    # C/K), plus the whole P-DARTS search and the quality benchmark: 65 min on 2 idle cores (2026-12-04).
     # Growth runs once per point (as in quick): 3 repeats of its 18 runs would add an hour; the ratios keep 3.
     'full': dict(width=16, cells=5, batch=64, shape=(1, 28), stage_cells=(3, 4, 5), steps=3, warmup=1, repeats=3,
                  growth_repeats=1, fresh=True, growth=dict(batch=(32, 64, 128), width=(8, 16, 32), cells=(3, 5, 8))),
@@ -160,12 +160,16 @@ def pdarts_wall_time(runs: Mapping[str, List[Dict[str, Any]]], whole_search: boo
     from this run's step times (P-DARTS: the sum of its stages' steps; DARTS: 3 x order 1; same epochs and data,
     no warm-up in either)."""
     if whole_search:
-        path = out_dir / 'pdarts_time.json'
+        path = out_dir / 'results' / 'pdarts_time.json'  # beside the standalone script's default
+        path.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'pdarts_time.py'), '--out', str(path)],
                        cwd=str(ROOT), check=True)
         data = json.loads(path.read_text())
-        return dict(ratio=data['ratio'], method='whole searches, benchmarks/pdarts_time.py (digits size)',
-                    file=str(path))
+        return dict(ratio=data['ratio'], pdarts_seconds=data['pdarts']['seconds'],
+                    darts_seconds=data['darts']['seconds'],
+                    method=f'whole searches, benchmarks/pdarts_time.py ({data["size"]} size: P-DARTS '
+                           f'{data["pdarts"]["seconds"]:.0f} s, DARTS {data["darts"]["seconds"]:.0f} s)',
+                    file=shown_path(path))
     stages = [statistics.median(r['fits'][i]['step_time'] for r in runs['pdarts'])
               for i in range(len(runs['pdarts'][0]['fits']))]
     darts = statistics.median(r['step_time'] for r in runs['order1'])
@@ -190,7 +194,7 @@ def quality(path: Path, run_benchmark: bool) -> Dict[str, Any]:
     random_median = data.get('random_median_acc')
     if random_median is None and data.get('random'):
         random_median = statistics.median(r['acc'] for r in data['random'])
-    return dict(file=str(path), found_mean_acc=statistics.mean(accs) if accs else None,
+    return dict(file=shown_path(path), found_mean_acc=statistics.mean(accs) if accs else None,
                 random_median_acc=random_median, per_strategy=per_strategy,
                 searches=sum(len(rows) for rows in found.values()), random_archs=len(data.get('random') or []))
 
