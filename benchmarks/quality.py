@@ -313,7 +313,7 @@ def run(preset_name: str, out: Path, runs_dir: Path, workers: Optional[int] = No
                                                      if r['seed'] in preset['retrain_seeds'])}
     import torch
 
-    from benchmarks._measure import git_commit
+    from benchmarks._measure import git_commit, shown_path
     data = {
         'preset': preset_name, 'dataset': preset['dataset'], 'recipe': {k: v for k, v in preset.items()},
         'found': found, 'random': random, 'published': published, 'random_median_acc': None,
@@ -324,7 +324,7 @@ def run(preset_name: str, out: Path, runs_dir: Path, workers: Optional[int] = No
     data['summary'] = summarise(found, random, published, noise)
     data['random_median_acc'] = data['summary']['random_median_acc']
     out.parent.mkdir(parents=True, exist_ok=True)
-    data['files'] = plot(data, out.parent)
+    data['files'] = {name: shown_path(path) for name, path in plot(data, out.parent).items()}
     data['table'] = table(data)
     tmp = out.with_suffix('.json.tmp')
     tmp.write_text(json.dumps(data, indent=2, default=str))
