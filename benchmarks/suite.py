@@ -29,6 +29,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # Growth runs once per point (as in quick): 3 repeats of its 18 runs would add an hour; the ratios keep 3.
     'full': dict(width=16, cells=5, batch=64, shape=(1, 28), stage_cells=(3, 4, 5), steps=3, warmup=1, repeats=3,
                  growth_repeats=1, fresh=True, growth=dict(batch=(32, 64, 128), width=(8, 16, 32), cells=(3, 5, 8))),
+    # The CLI's cpu search preset exactly (C=8, 5 cells, batch 64, 1x28x28): PC-DARTS K=8 leaves 1 channel per op.
+    'cpu': dict(width=8, cells=5, batch=64, shape=(1, 28), stage_cells=(3, 4, 5), steps=3, warmup=1, repeats=3,
+                growth_repeats=1, fresh=True, growth=dict(batch=(32, 64, 128), width=(8, 16, 32), cells=(3, 5, 8))),
     # The papers' search network (C=16, 8 cells, batch 64, 3x32x32; P-DARTS 5/11/17 cells): hours, ~9 GB of RAM.
     'reference': dict(width=16, cells=8, batch=64, shape=(3, 32), stage_cells=(5, 11, 17), steps=3, warmup=1,
                       repeats=2, growth_repeats=1, fresh=True,
@@ -95,10 +98,11 @@ def step_runs(preset: Mapping[str, Any], threads: int, configs: Optional[Mapping
 def speed(runs: Mapping[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
     """Per-step time (median over repeats of each run's median step) and its ratio to NNI's DARTS."""
     stats = {name: summarise(v) for name, v in _per_config(runs, 'step_time').items()}
-    nni = stats['nni_darts']['median']
+    nni = stats['nni_darts']['median'] if 'nni_darts' in stats else None  # absent under --configs
     for name, s in stats.items():
-        s['ratio_vs_nni'] = s['median'] / nni
-        print(f'  speed {name:15s} {s["median"]:8.3f} s/step  x{s["ratio_vs_nni"]:.2f} NNI  '
+        s['ratio_vs_nni'] = s['median'] / nni if nni else None
+        ratio = 'n/a' if s['ratio_vs_nni'] is None else f'{s["ratio_vs_nni"]:.2f}'
+        print(f'  speed {name:15s} {s["median"]:8.3f} s/step  x{ratio} NNI  '
               f'(spread {s["spread"]:.0%}: {", ".join(f"{v:.3f}" for v in s["runs"])})', flush=True)
     return dict(unit='seconds per search step (arch step + weight step)', configs=stats)
 
@@ -119,9 +123,9 @@ def memory(runs: Mapping[str, List[Dict[str, Any]]], fresh: bool) -> Dict[str, A
     on_gpu = spec.get('accelerator', 'cpu') in ('gpu', 'cuda')
     if not on_gpu:
         drop_unmeasured_stage_memory(stats)
-    darts = stats['order1']['median']
+    darts = stats['order1']['median'] if 'order1' in stats else None
     for name, s in stats.items():
-        s['ratio_vs_order1'] = s['median'] / darts if darts > 0 and s['median'] is not None else None
+        s['ratio_vs_order1'] = s['median'] / darts if darts and s['median'] is not None else None
         ratio = 'n/a' if s['ratio_vs_order1'] is None else f'{s["ratio_vs_order1"]:.2f}'
         mib = 'n/a' if s['median'] is None else f'{s["median"] / 2**20:.1f}'
         print(f'  memory {name:15s} {mib:>8s} MiB  x{ratio} DARTS order 1 {s.get("note", "")}', flush=True)
@@ -170,6 +174,8 @@ def pdarts_wall_time(runs: Mapping[str, List[Dict[str, Any]]], whole_search: boo
                     method=f'whole searches, benchmarks/pdarts_time.py ({data["size"]} size: P-DARTS '
                            f'{data["pdarts"]["seconds"]:.0f} s, DARTS {data["darts"]["seconds"]:.0f} s)',
                     file=shown_path(path))
+    if 'pdarts' not in runs or 'order1' not in runs:
+        return dict(ratio=None, method='not measured (the step runs had no pdarts or no order1 configuration)')
     stages = [statistics.median(r['fits'][i]['step_time'] for r in runs['pdarts'])
               for i in range(len(runs['pdarts'][0]['fits']))]
     darts = statistics.median(r['step_time'] for r in runs['order1'])

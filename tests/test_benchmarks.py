@@ -69,3 +69,17 @@ def test_gpu_script_cpu_dry_run(tmp_path):
                                                           'pdarts/32-true'}
     assert all('error' not in r and r['projected_gpu_hours'] > 0 for r in results['runs'].values())
     assert 'CPU DRY RUN' in (tmp_path / 'gpu.md').read_text()
+
+
+def test_some_step_configurations_only(tmp_path):
+    """``--configs``: only the named configurations run; ratios whose baseline did not run are n/a, not an error."""
+    _run('-m', 'benchmarks', '--smoke', '--configs', 'order1,order2', 'speed', '--out', str(tmp_path))
+    results = json.loads((tmp_path / 'results_smoke_speed_order1_order2.json').read_text())
+    assert set(results['sections']['speed']['configs']) == {'order1', 'order2'}
+    assert results['ratio_order2_vs_order1_step_time'] > 0 and results['ratio_order1_vs_nni_step_time'] is None
+    assert '| order2 |' in (tmp_path / 'results_smoke_speed_order1_order2.md').read_text()
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, '-m', 'benchmarks', '--configs', 'order3', 'speed'], cwd=str(ROOT),
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown configuration(s) ['order3']" in proc.stderr
