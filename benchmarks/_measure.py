@@ -256,7 +256,10 @@ def git_commit() -> Optional[str]:
 
 
 def shown_path(path: Path) -> str:
-    """``path`` relative to the repository when inside it (results.json stays valid in any clone), else absolute."""
+    """``path`` relative to the repository when inside it (results.json stays valid in any clone), else absolute;
+    a relative path is kept as it is."""
+    if not Path(path).is_absolute():
+        return Path(path).as_posix()
     path = Path(path).resolve()
     try:
         return path.relative_to(ROOT).as_posix()

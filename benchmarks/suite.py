@@ -14,7 +14,8 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from benchmarks._measure import ROOT, fit_exponent, interleaved, shown_path, summarise
 
-__all__ = ['PRESETS', 'SPEED_CONFIGS', 'speed', 'memory', 'drop_unmeasured_stage_memory', 'growth', 'pdarts_wall_time', 'quality', 'headline']
+__all__ = ['PRESETS', 'SPEED_CONFIGS', 'speed', 'memory', 'drop_unmeasured_stage_memory', 'growth', 'pdarts_wall_time',
+           'quality', 'headline']
 
 # Sizes. ``shape`` = (channels, image); steps are timed after ``warmup`` untimed ones, in every run.
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -26,17 +27,16 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                   growth_repeats=1, fresh=True, growth=dict(batch=(16, 32, 64), width=(8, 16, 32), cells=(3, 5, 8))),
     # The CLI's cpu search preset (5 cells, batch 64, 1x28x28 as Fashion-MNIST) at C=16 (PC-DARTS K=8 needs an even
     # C/K), plus the whole P-DARTS search and the quality benchmark: 65 min on 2 idle cores (2026-12-04).
-    # Growth runs once per point (as in quick): 3 repeats of its 18 runs would add an hour; the ratios keep 3.
+    # Growth runs once per point (as in quick): each more repeat of its 18 runs adds ~11 min; the ratios keep 3.
     'full': dict(width=16, cells=5, batch=64, shape=(1, 28), stage_cells=(3, 4, 5), steps=3, warmup=1, repeats=3,
                  growth_repeats=1, fresh=True, growth=dict(batch=(32, 64, 128), width=(8, 16, 32), cells=(3, 5, 8))),
-    # The CLI's cpu search preset exactly (C=8, 5 cells, batch 64, 1x28x28): PC-DARTS K=8 leaves 1 channel per op.
-    'cpu': dict(width=8, cells=5, batch=64, shape=(1, 28), stage_cells=(3, 4, 5), steps=3, warmup=1, repeats=3,
-                growth_repeats=1, fresh=True, growth=dict(batch=(32, 64, 128), width=(8, 16, 32), cells=(3, 5, 8))),
     # The papers' search network (C=16, 8 cells, batch 64, 3x32x32; P-DARTS 5/11/17 cells): hours, ~9 GB of RAM.
     'reference': dict(width=16, cells=8, batch=64, shape=(3, 32), stage_cells=(5, 11, 17), steps=3, warmup=1,
                       repeats=2, growth_repeats=1, fresh=True,
                       growth=dict(batch=(32, 64, 128), width=(8, 16, 32), cells=(5, 8, 11))),
 }
+# The CLI's cpu search preset exactly (full at C=8): PC-DARTS K=8 leaves 1 channel per op there.
+PRESETS['cpu'] = dict(PRESETS['full'], width=8)
 
 # name -> strategy settings; all at the preset's space, batch and data.
 SPEED_CONFIGS: Dict[str, Dict[str, Any]] = {
