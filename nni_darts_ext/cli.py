@@ -160,6 +160,16 @@ def _run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_groundtruth_arguments(p: argparse.ArgumentParser) -> None:
+    from .groundtruth.command import add_arguments
+    add_arguments(p)
+
+
+def _run_groundtruth(args: argparse.Namespace) -> int:
+    from .groundtruth.command import run
+    return run(args)
+
+
 #: name -> (help, add the options, run, takes --config/--threads)
 _Command = Tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], bool]
 COMMANDS: Dict[str, _Command] = {
@@ -167,6 +177,8 @@ COMMANDS: Dict[str, _Command] = {
     'train': ('retrain an architecture from scratch', _add_train_arguments, _run_train, True),
     'plot': ('draw the cells of an arch file or genotype', _add_plot_arguments, _run_plot, False),
     'prepare-data': ('unpack / install the offline datasets', _add_prepare_arguments, _run_prepare, False),
+    'groundtruth': ('the NAS-Bench-201 ground-truth table: build, check, query', _add_groundtruth_arguments,
+                    _run_groundtruth, False),
 }
 
 
