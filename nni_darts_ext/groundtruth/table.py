@@ -63,7 +63,7 @@ class CellRecord:
 
     @property
     def seconds(self) -> float:
-        """Mean training seconds of one run: what a search pays to learn this cell's accuracy."""
+        """Mean training CPU seconds of one run (one thread): what a search pays to learn this cell's accuracy."""
         return self._mean("seconds")
 
     @property
@@ -156,7 +156,8 @@ class GroundTruthTable:
         have = {r["seed"] for r in cell.runs}
         for r in runs:
             if r["seed"] not in have:
-                cell.runs.append({k: r[k] for k in ("seed", "train_acc", "valid_acc", "test_acc", "seconds")})
+                cell.runs.append({k: r[k] for k in ("seed", "train_acc", "valid_acc", "test_acc", "seconds", "wall_seconds")
+                                  if k in r})
                 have.add(r["seed"])
         return cell
 
