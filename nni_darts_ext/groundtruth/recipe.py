@@ -128,6 +128,17 @@ def count_mult_adds(model: torch.nn.Module, image_size: int) -> int:
 
 def train_cell(arch: Mapping[str, str], seed: int, data: GroundTruthData,
                recipe: GroundTruthRecipe = GroundTruthRecipe()) -> Dict[str, Any]:
+    """One run on one torch thread (as every table entry), the caller's thread count restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_cell(arch, seed, data, recipe)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_cell(arch: Mapping[str, str], seed: int, data: GroundTruthData,
+                recipe: GroundTruthRecipe) -> Dict[str, Any]:
     """Train ``arch`` from scratch with ``recipe`` and seed ``seed`` (initialisation and batch order); returns one
     seed's result ``{seed, train_acc, valid_acc, test_acc, seconds}`` plus the cell's ``params`` and ``mult_adds``.
     ``seconds`` is the training's CPU time (``time.process_time``; one torch thread per run, so it does not depend on
