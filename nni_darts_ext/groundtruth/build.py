@@ -112,7 +112,7 @@ def build_table(table_path: str | os.PathLike[str], *, num_cells: int = 500, see
     journal = _journal_path(table_path)
     if table_path.exists():
         table = GroundTruthTable.load(table_path)
-        if table.meta.get("recipe") != recipe.to_dict():
+        if GroundTruthRecipe(**table.meta.get("recipe", {})).to_dict() != recipe.to_dict():
             raise ValueError(f"{table_path} was built with recipe {table.meta.get('recipe')}, not {recipe.to_dict()};"
                              f" pass another --table path for another recipe")
     else:

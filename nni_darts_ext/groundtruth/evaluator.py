@@ -16,11 +16,12 @@ import nni
 from nni.mutable import Categorical, Sample, label_scope
 from nni.nas.benchmark.evaluator import BenchmarkEvaluator
 from nni.nas.benchmark.space import SlimBenchmarkSpace
+from nni.nas.execution import SequentialExecutionEngine
 
 from .space import CELL_LABEL, EDGES, OPS, edge_label
 from .table import GroundTruthTable
 
-__all__ = ["TableEvaluator", "TableTrial", "run_multi_trial"]
+__all__ = ["SimulatedTimeEngine", "TableEvaluator", "TableTrial", "run_multi_trial"]
 
 _logger = logging.getLogger(__name__)
 
@@ -79,9 +80,26 @@ class TableEvaluator(BenchmarkEvaluator):
         return max(done, key=lambda t: t.valid_acc) if done else None
 
 
-def run_multi_trial(strategy: Any, evaluator: TableEvaluator, *, max_trials: int) -> TableEvaluator:
-    """Run an NNI multi-trial ``strategy`` on the table through ``NasExperiment`` (sequential engine, no NNI
-    manager: trials are queries of milliseconds)."""
+class SimulatedTimeEngine(SequentialExecutionEngine):
+    """NNI's sequential engine whose clock is the table's: each trial adds the recorded training seconds of its
+    cell (not the milliseconds the query took), so NNI's own ``max_duration`` budget stops the strategy."""
+
+    def __init__(self, evaluator: TableEvaluator, budget_seconds: Optional[float], max_model_count: Optional[int]):
+        super().__init__(max_model_count=max_model_count, max_duration=budget_seconds)
+        self.table_evaluator = evaluator
+
+    def _run_single_model(self, model: Any) -> None:
+        before, count = self._total_duration, len(self.table_evaluator.trials)
+        super()._run_single_model(model)
+        charged = self.table_evaluator.trials[-1].seconds if len(self.table_evaluator.trials) > count else 0.0
+        self._total_duration = before + charged
+
+
+def run_multi_trial(strategy: Any, evaluator: TableEvaluator, *, budget_seconds: Optional[float] = None,
+                    max_trials: Optional[int] = None) -> TableEvaluator:
+    """Run an NNI multi-trial ``strategy`` on the table through ``NasExperiment`` until ``budget_seconds`` of
+    simulated training (or ``max_trials``) are spent; trials are queries of milliseconds. Returns ``evaluator``,
+    whose ``trials`` list every query."""
     import warnings
 
     from nni.nas.experiment import NasExperiment
@@ -89,10 +107,16 @@ def run_multi_trial(strategy: Any, evaluator: TableEvaluator, *, max_trials: int
 
     from .space import NasBench201Grey
 
+    if budget_seconds is None and max_trials is None:
+        raise ValueError("run_multi_trial needs budget_seconds or max_trials (else the search never ends)")
+
+    class _Experiment(NasExperiment):
+        def execution_engine_factory(self, config: Any) -> SimulatedTimeEngine:
+            return SimulatedTimeEngine(evaluator, budget_seconds, max_trials)
+
     config = NasExperimentConfig("sequential", "raw")
-    config.max_trial_number = max_trials
     config.trial_concurrency = 1
-    exp = NasExperiment(NasBench201Grey(), evaluator, strategy, config=config)
+    exp = _Experiment(NasBench201Grey(), evaluator, strategy, config=config)
     with warnings.catch_warnings():
         # NNI suggests its BenchmarkModelSpace, which NasExperiment itself does not accept (it needs a ModelSpace)
         warnings.filterwarnings("ignore", message="It would be better to use BenchmarkModelSpace")

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,7 @@ class GroundTruthRecipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     eval_batch_size: int = 1000
+    test_images: Optional[int] = None  # None: all 10,000 test images (the table); a number only for tiny test tables
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -94,9 +95,10 @@ def load_data(recipe: GroundTruthRecipe = GroundTruthRecipe(), root: str | os.Pa
     return GroundTruthData(
         train_x=norm(train_x), train_y=train.targets[idx_train].clone(),
         valid_x=norm(_resize(train.data[idx_valid], recipe.image_size)), valid_y=train.targets[idx_valid].clone(),
-        test_x=norm(_resize(test.data, recipe.image_size)), test_y=test.targets.clone(),
+        test_x=norm(_resize(test.data[:recipe.test_images], recipe.image_size)),
+        test_y=test.targets[:recipe.test_images].clone(),
         meta={"dataset": recipe.dataset, "train_indices_head": idx_train[:5].tolist(), "mean": float(mean),
-              "std": float(std), "test_images": len(test.data)})
+              "std": float(std), "test_images": len(test.data[:recipe.test_images])})
 
 
 def build_network(arch: Mapping[str, str], recipe: GroundTruthRecipe = GroundTruthRecipe()) -> torch.nn.Module:

@@ -140,7 +140,7 @@ class GroundTruthTable:
                                   f"cells; pass train_missing=True to train it with the table's recipe and add it")
         from .recipe import GroundTruthRecipe, load_data, train_cell
 
-        recipe = GroundTruthRecipe(**self.meta["recipe"]) if "recipe" in self.meta else GroundTruthRecipe()
+        recipe = GroundTruthRecipe(**self.meta.get("recipe", {}))
         data = data if data is not None else load_data(recipe)
         runs = [train_cell(arch, seed, data, recipe) for seed in seeds]
         return self.add(arch, runs)
