@@ -3,6 +3,7 @@
     python -m benchmarks                 # all: speed, memory, growth, whole P-DARTS search, quality (~65 min, 2 cores)
     python -m benchmarks --quick         # speed, memory, growth within ~15 min on 2 cores; quality from file
     python -m benchmarks --smoke         # seconds (CI); values are not meaningful
+    python -m benchmarks groundtruth     # searches against the NAS-Bench-201 ground truth (--quick: <= 30 min)
     python -m benchmarks speed memory    # some parts only -> results_speed_memory.{json,md}
     python -m benchmarks --preset reference speed memory   # at the papers' search size (hours, ~9 GB)
     python -m benchmarks --preset cpu --configs order1,order2 speed   # some step configurations only
@@ -25,7 +26,7 @@ from typing import Any, Dict, List, Optional
 from benchmarks import report, suite
 from benchmarks._measure import ROOT, device_name, git_commit, shown_path
 
-PARTS = ('speed', 'memory', 'growth', 'pdarts', 'quality')
+PARTS = ('speed', 'memory', 'growth', 'pdarts', 'quality', 'groundtruth')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -45,6 +46,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--repeats', type=int, default=None, help='interleaved repeats (default: the preset\'s)')
     parser.add_argument('--out', default=str(ROOT / 'benchmarks'), help='folder of results.json / results.md')
     parser.add_argument('--quality-json', default=str(ROOT / 'benchmarks' / 'results' / 'quality.json'))
+    parser.add_argument('--groundtruth-json', default=str(ROOT / 'benchmarks' / 'results' / 'groundtruth.json'))
     args = parser.parse_args(argv)
     unknown = [p for p in args.parts if p not in PARTS]
     if unknown:
@@ -84,6 +86,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         sections['pdarts'] = suite.pdarts_wall_time(runs, whole_search=full, out_dir=out)
     if 'quality' in parts:
         sections['quality'] = suite.quality(Path(args.quality_json), run_benchmark=full)
+    if 'groundtruth' in parts:
+        # `python -m benchmarks groundtruth [--quick]` runs it; the whole suite reads the file unless it is `full`
+        asked = 'groundtruth' in args.parts and not args.smoke
+        sections['groundtruth'] = suite.groundtruth(Path(args.groundtruth_json), run_benchmark=full or asked,
+                                                    quick=args.quick)
 
     results: Dict[str, Any] = dict(
         **suite.headline(sections), device=device_name('cpu'),

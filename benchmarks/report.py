@@ -22,6 +22,9 @@ _TARGETS = {
     'ratio_pdarts_vs_darts_wall_time': '',
     'quality_found_mean_acc': '',
     'quality_random_median_acc': '',
+    'groundtruth_found_mean_acc': '',
+    'groundtruth_random_search_acc': '',
+    'groundtruth_best_acc': '',
 }
 
 
@@ -39,7 +42,10 @@ def markdown(results: Mapping[str, Any]) -> str:
         + (f' at commit {results["commit"]}' if results.get('commit') else ''), '',
         '| figure | value | target |', '|---|---|---|']
     for key, target in _TARGETS.items():
-        lines.append(f'| {key} | {_num(results.get(key))} | {target} |')
+        value = results.get(key)
+        shown = (', '.join(f'{k} {v:.4f}' for k, v in value.items()) or 'n/a') if isinstance(value, dict) else \
+            _num(value, '{:.4f}' if key.startswith(('quality', 'groundtruth')) else '{:.3f}')
+        lines.append(f'| {key} | {shown} | {target} |')
     sections = results.get('sections', {})
     speed, mem = sections.get('speed'), sections.get('memory')
     if speed or mem:

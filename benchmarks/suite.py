@@ -205,6 +205,24 @@ def quality(path: Path, run_benchmark: bool) -> Dict[str, Any]:
                 searches=sum(len(rows) for rows in found.values()), random_archs=len(data.get('random') or []))
 
 
+def groundtruth(path: Path, run_benchmark: bool, quick: bool = False) -> Dict[str, Any]:
+    """The ground-truth figures from ``benchmarks/results/groundtruth.json`` (written by ``benchmarks/groundtruth.py``,
+    which ``run_benchmark`` runs first): per strategy the mean ground-truth test accuracy of its found cells, random
+    search's, and the table's best; null values when there is no such file."""
+    if run_benchmark:
+        subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'groundtruth.py'), *(['--quick'] if quick else [])],
+                       cwd=str(ROOT), check=True)
+    if not path.is_file():
+        print(f'groundtruth: {path} not found; ground-truth fields are null', flush=True)
+        return dict(file=None, found_mean_acc={}, random_search_acc=None, best_acc=None)
+    data = json.loads(path.read_text())
+    found = {name: statistics.mean(s['test_acc']) for name, s in data.get('strategies', {}).items() if s['test_acc']}
+    random_search = (data.get('baselines') or {}).get('random_search') or {}
+    return dict(file=shown_path(path), found_mean_acc=found,
+                random_search_acc=statistics.mean(random_search['test_acc']) if random_search else None,
+                best_acc=data['table']['best_acc'], table_cells=data['table']['cells'], date=data.get('date'))
+
+
 def headline(sections: Mapping[str, Any]) -> Dict[str, Optional[float]]:
     """The top-level ratios of results.json (None where a part did not run)."""
     def ratio(section: str, a: str, b: str) -> Optional[float]:
@@ -221,5 +239,8 @@ def headline(sections: Mapping[str, Any]) -> Dict[str, Optional[float]]:
         ratio_pc4_vs_darts_step_time=ratio('speed', 'pcdarts_k4', 'order1'),
         ratio_pdarts_vs_darts_wall_time=(sections.get('pdarts') or {}).get('ratio'),
         quality_found_mean_acc=q.get('found_mean_acc'),
-        quality_random_median_acc=q.get('random_median_acc'))
+        quality_random_median_acc=q.get('random_median_acc'),
+        groundtruth_found_mean_acc=(sections.get('groundtruth') or {}).get('found_mean_acc'),
+        groundtruth_random_search_acc=(sections.get('groundtruth') or {}).get('random_search_acc'),
+        groundtruth_best_acc=(sections.get('groundtruth') or {}).get('best_acc'))
 
