@@ -173,18 +173,21 @@ def skip_limited_edges(weights: Mapping[str, torch.Tensor], names: Mapping[str, 
                        edges: Sequence[str], max_skip: int) -> Dict[str, str]:
     """P-DARTS' M limit on a space whose edges are all kept (NAS-Bench-201): each edge takes its strongest
     non-``none`` op; while more than ``max_skip`` of ``edges`` take ``skip_connect``, the one with the weakest
-    skip-connect weight drops it for its next strongest non-``none`` op (as the DARTS-cell procedure, without node
-    inputs). An edge with no other op keeps its skip-connect (a warning says so)."""
+    skip-connect weight drops it for its next strongest op other than ``none``, or ``none`` when that is its only
+    other op (in a DARTS cell the node would then use another input edge: this edge is dropped). An edge whose
+    only op is ``skip_connect`` keeps it (a warning says so)."""
     arch = {label: strongest_op(weights[label], names[label])[0] for label in edges}
     while sum(op == SKIP_OP for op in arch.values()) > max_skip:
         skips = [(float(weights[e][list(names[e]).index(SKIP_OP)]), e) for e in edges
-                 if arch[e] == SKIP_OP and set(names[e]) - {NONE_OP, SKIP_OP}]
+                 if arch[e] == SKIP_OP and set(names[e]) - {SKIP_OP}]
         if not skips:
             _logger.warning('cannot reduce the skip-connects below %d (their edges have no other op).',
                             sum(op == SKIP_OP for op in arch.values()))
             break
         _, weakest = min(skips)
-        arch[weakest] = strongest_op(weights[weakest], names[weakest], exclude=(NONE_OP, SKIP_OP))[0]
+        others = set(names[weakest]) - {NONE_OP, SKIP_OP}
+        arch[weakest] = strongest_op(weights[weakest], names[weakest], exclude=(NONE_OP, SKIP_OP))[0] if others \
+            else NONE_OP
     return arch
 
 
