@@ -10,15 +10,17 @@ one cell per stage instead of five (``num_modules_per_stack``), 16x16 Fashion-MN
 from __future__ import annotations
 
 import itertools
-from typing import Dict, Iterator, Mapping
+from typing import Any, Dict, Iterator, List, Mapping
 
 import torch.nn as nn
 from nni.nas.hub.pytorch import NasBench201
-from nni.nas.hub.pytorch.nasbench201 import PRIMITIVES
+from nni.nas.hub.pytorch.modules.nasbench201 import NasBench201Cell
+from nni.nas.hub.pytorch.nasbench201 import OPS_WITH_STRIDE, PRIMITIVES
+from nni.nas.nn.pytorch import LayerChoice
 
 __all__ = [
     "CELL_LABEL", "EDGES", "NB201_OP_NAMES", "OPS", "NasBench201Grey", "all_archs", "arch_from_string",
-    "arch_to_string", "canonical_key", "edge_label", "validate_arch",
+    "arch_to_string", "build_nb201_op", "canonical_key", "edge_label", "validate_arch",
 ]
 
 #: NNI's op names, in NNI's order: none, skip_connect, conv_1x1, conv_3x3, avg_pool_3x3.
@@ -36,11 +38,26 @@ def edge_label(source: int, target: int) -> str:
     return f"{CELL_LABEL}/{source}_{target}"
 
 
+def build_nb201_op(name: str, channels: int, stride: int) -> nn.Module:
+    """NNI's NAS-Bench-201 op ``name`` on ``channels`` in and out channels: ``OPS_WITH_STRIDE[name](C, C, stride)``,
+    the op NNI's cell builds (the edge-spec builder that PC-DARTS uses to rebuild the candidates on C/K channels)."""
+    if name not in OPS_WITH_STRIDE:
+        raise ValueError(f"Unknown NAS-Bench-201 op {name!r}. Allowed: {sorted(OPS_WITH_STRIDE)}.")
+    return OPS_WITH_STRIDE[name](channels, channels, stride)
+
+
 class NasBench201Grey(NasBench201):
     """``NasBench201`` with an ``in_channels`` stem (1 for grey images); everything else is NNI's.
 
     Defaults are the ground-truth table's size: C = 8, one cell per stage (a stem, cell, residual block, cell,
     residual block, cell, then global pooling and the classifier).
+
+    Metadata for the one-shot strategies (NNI's cell and ops are not changed):
+
+    - every edge ``LayerChoice`` carries ``edge_spec = {'channels': C, 'stride': 1, 'build': build_nb201_op}``, so
+      that PC-DARTS can rebuild its candidates on C/K channels with NNI's own ops;
+    - :meth:`pdarts_edges` and :meth:`recreate` let P-DARTS search it (op pruning per edge, skip-connect dropout and
+      the M limit over the six edges; the depth stays the space's own).
     """
 
     def __init__(self, stem_out_channels: int = 8, num_modules_per_stack: int = 1, num_labels: int = 10,
@@ -51,6 +68,40 @@ class NasBench201Grey(NasBench201):
         if in_channels != 3:
             self.stem = nn.Sequential(nn.Conv2d(in_channels, stem_out_channels, kernel_size=3, padding=1, bias=False),
                                       nn.BatchNorm2d(stem_out_channels))
+        for cell in self.cells:
+            if not isinstance(cell, NasBench201Cell):  # the residual blocks between the stages
+                continue
+            for target, node_ops in enumerate(cell.layers, start=1):
+                for source, choice in enumerate(node_ops):
+                    if isinstance(choice, LayerChoice):  # not in a frozen model (freeze builds the chosen op only)
+                        # NNI builds every candidate as OPS_WITH_STRIDE[name](C_in, C_out, 1); the cells of this
+                        # space keep their width (C_in == C_out), so C and the builder describe each candidate
+                        channels = cell.in_features if source == 0 else cell.out_features
+                        if channels != cell.out_features:
+                            continue
+                        choice.edge_spec = {"channels": channels, "stride": 1, "build": build_nb201_op}
+
+    @property
+    def num_cells(self) -> int:
+        """The searched cells (three stages of ``num_modules_per_stack``; the residual blocks are not counted)."""
+        return 3 * self.num_modules
+
+    def recreate(self, **changes: Any) -> "NasBench201Grey":
+        """A new space (fresh weights) with this one's arguments, ``changes`` replacing some of them
+        (``stem_out_channels``, ``num_modules_per_stack``, ``num_labels``, ``in_channels``)."""
+        arguments = {"stem_out_channels": self.channels, "num_modules_per_stack": self.num_modules,
+                     "num_labels": self.num_labels, "in_channels": self.in_channels}
+        unknown = sorted(set(changes) - set(arguments))
+        if unknown:
+            raise TypeError(f"NasBench201Grey.recreate: unknown argument(s) {unknown}; allowed: {sorted(arguments)} "
+                            "(the candidates of an edge are pruned in the supernet, not in the space)")
+        return type(self)(**{**arguments, **changes})
+
+    def pdarts_edges(self) -> Dict[str, List[str]]:
+        """The edges P-DARTS searches, prunes and counts skip-connects on, with their candidates:
+        ``{'cell/0_1': ['none', 'skip_connect', 'conv_1x1', 'conv_3x3', 'avg_pool_3x3'], ...}`` (every cell
+        position shares them)."""
+        return {edge_label(*e): list(OPS) for e in EDGES}
 
 
 def validate_arch(arch: Mapping[str, str]) -> Dict[str, str]:

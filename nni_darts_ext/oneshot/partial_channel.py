@@ -8,9 +8,12 @@ two parts are concatenated and channel-shuffled with K groups, so that the next 
 
 The candidates the user declared at full width are dropped: the mutation hook rebuilds each named candidate with
 ``build_op(name, C // K, stride, search=True)`` from the ``edge_spec = {'channels': C, 'stride': s}`` metadata that
-:class:`~nni_darts_ext.DartsCellSpace` puts on every edge ``LayerChoice``. A choice without that metadata (its
-candidates are not registry ops) or whose C is not divisible by K cannot be made partial: :func:`check_partial_channel_space`
-reports every such choice, by label and reason, in one error before any training.
+:class:`~nni_darts_ext.DartsCellSpace` puts on every edge ``LayerChoice``. A space whose ops are not registry ops
+adds its own builder to the spec, ``edge_spec = {'channels': C, 'stride': s, 'build': build(name, C, stride) ->
+nn.Module}`` (:class:`~nni_darts_ext.groundtruth.space.NasBench201Grey` does, with NNI's NAS-Bench-201 ops); the
+candidates are then ``build(name, C // K, stride)``. A choice without that metadata (its candidates are not registry
+ops and it names no builder) or whose C is not divisible by K cannot be made partial:
+:func:`check_partial_channel_space` reports every such choice, by label and reason, in one error before any training.
 """
 from __future__ import annotations
 
@@ -61,15 +64,19 @@ def partial_channel_problem(module: nn.Module, k: int) -> Optional[str]:
     spec = getattr(module, 'edge_spec', None)
     if not isinstance(spec, dict) or 'channels' not in spec or 'stride' not in spec:
         return ("its candidates are not registry ops of a DartsCellSpace edge (no edge_spec={'channels': C, "
-                "'stride': s} attribute), so they cannot be rebuilt on C/K channels")
+                "'stride': s} attribute, optionally with 'build': build(name, C, stride)), so they cannot be rebuilt "
+                "on C/K channels")
     names = list(module.names)
+    own_builder = spec.get('build') is not None
+    if own_builder and not callable(spec['build']):
+        return f"its edge_spec 'build' is not callable (got {type(spec['build']).__name__})"
     unknown = [n for n in names if n not in OPS]
-    if unknown:
+    if unknown and not own_builder:
         return f'candidate(s) {unknown} are not in the op registry (allowed: {list(OPS)})'
     channels, stride = spec['channels'], spec['stride']
     if channels % k:
         return f'its C={channels} channels are not divisible by k={k} (choose k dividing C, or another width)'
-    if stride != 1 and SKIP_OP in names and (channels // k) % 2:
+    if not own_builder and stride != 1 and SKIP_OP in names and (channels // k) % 2:
         return (f'C/k={channels}//{k}={channels // k} is odd, but {SKIP_OP} on a stride-{stride} edge '
                 '(FactorizedReduce) needs an even number of channels')
     return None
@@ -140,7 +147,8 @@ class PartialChannelMixedLayer(DartsMixedLayer):
 
     @classmethod
     def mutate(cls, module, name, memo, mutate_kwargs, *, k: Optional[int] = None):
-        """Mutation hook: a ``LayerChoice`` with ``edge_spec`` -> partial-channel mixed op on rebuilt C/K ops.
+        """Mutation hook: a ``LayerChoice`` with ``edge_spec`` -> partial-channel mixed op on rebuilt C/K ops
+        (registry ops, or the spec's own ``build``).
 
         ``k`` comes from the keyword (see :func:`partial_channel_hook`), else ``mutate_kwargs['pc_k']``, else 4.
         Any other ``LayerChoice`` raises :class:`PartialChannelError` (its label and the reason).
@@ -155,7 +163,11 @@ class PartialChannelMixedLayer(DartsMixedLayer):
         if module.label not in memo:
             raise KeyError(f'LayerChoice {module.label} not found in memo.')
         channels, stride = module.edge_spec['channels'], module.edge_spec['stride']
-        paths = {op: build_op(op, channels // k, stride, search=True) for op in module.names}
+        build = module.edge_spec.get('build')
+        if build is None:
+            paths = {op: build_op(op, channels // k, stride, search=True) for op in module.names}
+        else:  # the space's own ops (e.g. NNI's NAS-Bench-201 ops), as it builds them, on C/K channels
+            paths = {op: build(op, channels // k, stride) for op in module.names}
         return cls(paths, memo[module.label], mutate_kwargs.get('softmax', nn.Softmax(-1)), module.label,
                    k=k, channels=channels)
 

@@ -3,10 +3,12 @@
 - :class:`SkipConnectDropout` and :class:`PDartsMixedLayer`: operation-level dropout after every stride-1
   ``skip_connect`` candidate of the search mixed ops (P-DARTS §3.3, "search space regularisation"); the reference
   appends ``nn.Dropout(p)`` to the ``Identity`` op of ``MixedOp`` (``model_search.py``), reduction-cell input edges
-  (``FactorizedReduce``) get none.
+  (``FactorizedReduce``) get none. The mixed op can also be built on a subset of a ``LayerChoice``'s candidates (the
+  ops that survived the previous stage) for spaces whose edges cannot be re-declared per edge (NAS-Bench-201).
 - :func:`skip_dropout_rate`: the reference's per-stage schedule of that dropout (``train_search.py``).
 - :func:`derive_cells`, :func:`skip_limited_arch`: the final derivation with at most M skip-connects in the normal cell
-  (P-DARTS §3.3; the reference's ``delete_min_sk_prob`` / ``keep_1_on`` / ``keep_2_branches`` loop).
+  (P-DARTS §3.3; the reference's ``delete_min_sk_prob`` / ``keep_1_on`` / ``keep_2_branches`` loop);
+  :func:`skip_limited_edges`: the same limit on a space without node inputs (every edge kept, NAS-Bench-201).
 - :class:`PDartsSearchModule`: one stage of the search (sets the dropout each epoch, logs the stage, exports with the
   M limit after the last stage).
 """
@@ -23,13 +25,13 @@ import torch.nn.functional as F
 from nni.nas.nn.pytorch import LayerChoice
 
 from ..space.genotype import Genotype, arch_to_genotype, count_skips, unused_edge_value
-from ..space.ops import Identity
-from .derive import derive_node, limit_skip_connects, prune_ops
+from ..space.ops import NONE_OP, SKIP_OP
+from .derive import derive_node, limit_skip_connects, prune_ops, strongest_op
 from .mixed import DartsMixedLayer, _CellNodeInputMixin
 from .module import DartsSearchConfig, DartsSearchModule
 
 __all__ = ['skip_dropout_rate', 'SkipConnectDropout', 'PDartsMixedLayer', 'PDartsStage', 'prune_edges', 'derive_cells',
-           'skip_limited_arch', 'skip_count_genotypes', 'PDartsSearchModule']
+           'skip_limited_arch', 'skip_limited_edges', 'skip_count_genotypes', 'PDartsSearchModule']
 
 _logger = logging.getLogger(__name__)
 
@@ -70,19 +72,34 @@ class SkipConnectDropout(nn.Module):
 
 
 class PDartsMixedLayer(DartsMixedLayer):
-    """DARTS mixed op whose stride-1 ``skip_connect`` candidates (:class:`~nni_darts_ext.space.ops.Identity`) are
-    wrapped in :class:`SkipConnectDropout` (the search supernet only; exported names are unchanged)."""
+    """DARTS mixed op whose stride-1 ``skip_connect`` candidates (an ``nn.Identity``: the registry's
+    :class:`~nni_darts_ext.space.ops.Identity`, NNI's NAS-Bench-201 ``skip_connect``) are wrapped in
+    :class:`SkipConnectDropout` (the search supernet only; exported names are unchanged)."""
 
     @classmethod
-    def mutate(cls, module, name, memo, mutate_kwargs):
+    def mutate(cls, module, name, memo, mutate_kwargs, *, candidates: Optional[Mapping[str, Sequence[str]]] = None):
+        """Mutation hook. ``candidates`` (label -> op names) restricts a choice to those of its candidates, in its own
+        order, with α over them only (created here, shared by the label): P-DARTS' pruned stages on a space that
+        cannot re-declare its edges per edge. Labels it does not name keep all their candidates."""
         if type(module) is LayerChoice:
             if module.label not in memo:
                 raise KeyError(f'LayerChoice {module.label} not found in memo.')
-            paths = {n: SkipConnectDropout(module[n]) if isinstance(module[n], Identity) else module[n]
-                     for n in module.names}
-            if not all(isinstance(n, str) for n in module.names):
+            names = list(module.names)
+            alpha = memo[module.label]
+            if candidates is not None and module.label in candidates and list(candidates[module.label]) != names:
+                keep = list(candidates[module.label])
+                unknown = [n for n in keep if n not in names]
+                if unknown or len(set(keep)) != len(keep) or not keep:
+                    raise ValueError(f'P-DARTS: LayerChoice {module.label!r} cannot keep {keep}: its candidates are '
+                                     f'{names}.')
+                names = [n for n in names if n in keep]
+                if alpha.numel() != len(names):  # the label's first module: α over the surviving ops
+                    alpha = memo[module.label] = nn.Parameter(torch.randn(len(names)) * 1E-3)
+            paths = {n: SkipConnectDropout(module[n]) if isinstance(module[n], nn.Identity) else module[n]
+                     for n in names}
+            if not all(isinstance(n, str) for n in names):
                 paths = list(paths.values())
-            return cls(paths, memo[module.label], mutate_kwargs.get('softmax', nn.Softmax(-1)), module.label)
+            return cls(paths, alpha, mutate_kwargs.get('softmax', nn.Softmax(-1)), module.label)
         return None
 
 
@@ -98,6 +115,9 @@ class PDartsStage:
     skip_dropout: float
     epochs: int
     max_skip: Optional[int] = None
+    #: a space without cell nodes (NAS-Bench-201): the edges whose skip-connects the M limit counts (every edge is
+    #: kept, each with its strongest op); None: DARTS cells (the limit applies to the normal cell)
+    skip_edges: Optional[Tuple[str, ...]] = None
 
     @property
     def final(self) -> bool:
@@ -146,6 +166,28 @@ def skip_limited_arch(weights: Mapping[str, torch.Tensor], names: Mapping[str, S
                       n_chosen: int = 2) -> Dict[str, Any]:
     """The derived cells with at most ``max_skip`` skip-connects in ``cell`` (P-DARTS' M limit)."""
     arch, _ = limit_skip_connects(lambda w: derive_cells(w, names, nodes, n_chosen), weights, names, max_skip, cell)
+    return arch
+
+
+def skip_limited_edges(weights: Mapping[str, torch.Tensor], names: Mapping[str, Sequence[str]],
+                       edges: Sequence[str], max_skip: int) -> Dict[str, str]:
+    """P-DARTS' M limit on a space whose edges are all kept (NAS-Bench-201): each edge takes its strongest
+    non-``none`` op; while more than ``max_skip`` of ``edges`` take ``skip_connect``, the one with the weakest
+    skip-connect weight drops it for its next strongest op other than ``none``, or ``none`` when that is its only
+    other op (in a DARTS cell the node would then use another input edge: this edge is dropped). An edge whose
+    only op is ``skip_connect`` keeps it (a warning says so)."""
+    arch = {label: strongest_op(weights[label], names[label])[0] for label in edges}
+    while sum(op == SKIP_OP for op in arch.values()) > max_skip:
+        skips = [(float(weights[e][list(names[e]).index(SKIP_OP)]), e) for e in edges
+                 if arch[e] == SKIP_OP and set(names[e]) - {SKIP_OP}]
+        if not skips:
+            _logger.warning('cannot reduce the skip-connects below %d (their edges have no other op).',
+                            sum(op == SKIP_OP for op in arch.values()))
+            break
+        _, weakest = min(skips)
+        others = set(names[weakest]) - {NONE_OP, SKIP_OP}
+        arch[weakest] = strongest_op(weights[weakest], names[weakest], exclude=(NONE_OP, SKIP_OP))[0] if others \
+            else NONE_OP
     return arch
 
 
@@ -208,13 +250,18 @@ class PDartsSearchModule(DartsSearchModule):
 
     def export(self) -> Dict[str, Any]:
         arch = self.unrestricted_export()
-        if self.stage.final and self.stage.max_skip is not None:
+        if self.stage.final and self.stage.max_skip is not None and self.stage.skip_edges is not None:
+            weights, names = self.edge_weights()
+            arch.update(skip_limited_edges(weights, names, self.stage.skip_edges, self.stage.max_skip))
+        elif self.stage.final and self.stage.max_skip is not None:
             weights, names = self.edge_weights()
             nodes, n_chosen = self.cell_nodes()
             arch.update(skip_limited_arch(weights, names, nodes, self.stage.max_skip, 'normal', n_chosen))
         return arch
 
     def skip_count_genotypes(self) -> List[Tuple[int, Genotype]]:
+        if self.stage.skip_edges is not None:  # no DARTS cells, no genotypes
+            return []
         weights, names = self.edge_weights()
         nodes, n_chosen = self.cell_nodes()
         return skip_count_genotypes(weights, names, nodes, 'normal', n_chosen)
@@ -225,7 +272,8 @@ class PDartsSearchModule(DartsSearchModule):
         _logger.info('P-DARTS stage %d/%d: %d cells, %d ops per edge, skip-connect dropout %.3g, %d epochs '
                      '(%d weight-only)%s', stage.index + 1, stage.num_stages, stage.num_cells, stage.num_ops,
                      stage.skip_dropout, stage.epochs, self.config.warmup_epochs,
-                     f', then at most {stage.max_skip} skip-connects in the normal cell' if stage.final
+                     f', then at most {stage.max_skip} skip-connects in the '
+                     f'{"normal cell" if stage.skip_edges is None else "searched edges"}' if stage.final
                      and stage.max_skip is not None else '')
         _logger.info('P-DARTS stage %d surviving ops: %s', stage.index + 1,
                      {label: list(names) for label, names in stage.candidates.items()})

@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from nni.nas.space import RawFormatModelSpace
 
-from ..oneshot.mixed import EdgeNormalizedInput
+from ..oneshot.mixed import EdgeNormalizedInput, is_cell_node_input
 from ..oneshot.partial_channel import DEFAULT_K, check_partial_channel_space, partial_channel_hook
 from .darts import DartsStrategy
 
@@ -55,6 +55,12 @@ class PcDartsStrategy(DartsStrategy):
     A space the partial-channel op cannot apply to (a ``LayerChoice`` without the registry metadata
     ``edge_spec``, C not divisible by ``k``) is refused before training by one
     :class:`~nni_darts_ext.oneshot.partial_channel.PartialChannelError` naming each such choice and the reason.
+
+    **NAS-Bench-201** (:class:`~nni_darts_ext.groundtruth.space.NasBench201Grey`): its edges carry an ``edge_spec``
+    with NNI's own op builder, so the candidates are NNI's NAS-Bench-201 ops rebuilt on C/K channels. Its cell has no
+    ``InputChoice`` (a node sums all its incoming edges inside NNI's cell, which is not changed), so there PC-DARTS is
+    **partial channels only, without edge normalisation** (β has nothing to select: every edge is kept), and the
+    export is the strongest non-``none`` op per edge, as :class:`DartsStrategy`'s (an info line is logged).
 
     Defaults are those of the PC-DARTS CIFAR-10 search (paper §4.1 and yuhuixu1993/PC-DARTS ``train_search.py``):
 
@@ -111,6 +117,10 @@ class PcDartsStrategy(DartsStrategy):
     def mutate_model(self, model):
         # every unsupported choice in one error, before any parameter or supernet module is created
         check_partial_channel_space(model, self.k)
+        if not any(is_cell_node_input(m) for m in model.modules()):
+            _logger.info('PcDartsStrategy: %s has no cell-node InputChoice (e.g. NAS-Bench-201, whose nodes sum all '
+                         'their edges): partial channels only (k=%d), no edge normalisation.', type(model).__name__,
+                         self.k)
         return super().mutate_model(model)
 
     def mutate_evaluator(self, evaluator):

@@ -7,11 +7,17 @@ evaluator's settings for ``epochs_per_stage`` epochs, the first ``warmup_epochs`
 ops of every edge by softmax(α) (``none`` competes like any op until the last stage). Stride-1 skip-connects carry an
 operation-level dropout whose rate decays within a stage. After the last stage the cells are derived without
 ``none`` and the normal cell keeps at most ``max_skip`` skip-connects.
+
+A space without DARTS cells can declare its searched edges instead (``pdarts_edges()`` and ``recreate()``, as
+:class:`~nni_darts_ext.groundtruth.space.NasBench201Grey`): every stage is then a fresh copy of the space at its own
+depth, the pruned ops are dropped from the mixed ops of the supernet (the space's cells are not changed), and the M
+limit counts the skip-connects over those edges, each edge keeping its strongest op.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import gc
 import json
 import logging
@@ -37,6 +43,11 @@ _logger = logging.getLogger(__name__)
 
 _EDGE = re.compile(r'^(normal|reduce)/node\d+/edge\d+$')
 _INPUTS = re.compile(r'^(normal|reduce)/node\d+/inputs$')
+
+_EDGE_SPACE_REQUIREMENT = (
+    'a space without DARTS cells must provide `pdarts_edges()` returning {<LayerChoice label>: [<op names>]} for every '
+    'choice of the space, and `recreate()` returning a fresh copy of itself, as nni_darts_ext.groundtruth.space.'
+    'NasBench201Grey does')
 
 _SPACE_REQUIREMENT = (
     'PDartsStrategy re-creates the search space for every stage, deeper and with fewer ops per edge, so the space '
@@ -108,8 +119,8 @@ def _per_stage(value: Any, name: str, num_stages: Optional[int], number: bool = 
         raise ValueError(f'PDartsStrategy: {name}={value!r} is invalid; allowed: a list of '
                          f'{"numbers" if number else "integers"}, one per stage.')
     if num_stages is not None and len(values) != num_stages:
-        raise ValueError(f'PDartsStrategy: {name}={value!r} has {len(values)} values but cells has {num_stages} '
-                         'stages; give one value per stage.')
+        raise ValueError(f'PDartsStrategy: {name}={value!r} has {len(values)} values but there are {num_stages} '
+                         'stages (cells, or num_ops when cells=None); give one value per stage.')
     return tuple(float(v) for v in values) if number else values
 
 
@@ -122,7 +133,8 @@ class PDartsStrategy(DartsStrategy):
     The code's own dropout default is 0; its author also quotes initial rates (0.0, 0.4, 0.7).
 
     The space must be re-creatable at another depth with fewer ops per edge (:class:`~nni_darts_ext.DartsCellSpace`
-    is). The strategy owns the epochs: every stage gets a fresh Trainer with the evaluator's settings but
+    is), or declare its searched edges (``pdarts_edges()``, ``recreate()``; NAS-Bench-201, below). The strategy owns
+    the epochs: every stage gets a fresh Trainer with the evaluator's settings but
     ``max_epochs=epochs_per_stage``; the evaluator's own ``max_epochs`` is not used. The exported arch (``'dict'``)
     belongs to the full-depth evaluation space: ``space.freeze(arch)`` on the user's space.
 
@@ -130,7 +142,8 @@ class PDartsStrategy(DartsStrategy):
     ----------
     cells
         Supernet depth (number of cells) of each stage (reference 5, 11, 17); at least 3 each (with fewer cells
-        there is no normal cell).
+        there is no normal cell). ``None``: every stage keeps the space's own depth (one stage per ``num_ops``);
+        required on a space without DARTS cells.
     num_ops
         Candidate ops per edge searched in each stage (reference 8, 5, 3). The first must equal the number of
         candidates on the space's edges; after stage s each edge keeps its ``num_ops[s + 1]`` strongest ops.
@@ -148,6 +161,15 @@ class PDartsStrategy(DartsStrategy):
     **kwargs
         Other :class:`DartsStrategy` arguments (``gradient_clip_val``, ``arc_betas``, ``arc_weight_decay``, ``xi``,
         ``hvp``, ``channels_last``, ...).
+
+    **NAS-Bench-201** (:class:`~nni_darts_ext.groundtruth.space.NasBench201Grey`): pass ``cells=None`` and, for its
+    five ops, e.g. ``num_ops=(5, 3, 2)``. The depth is not progressive there: the ground-truth evaluation network has
+    one cell per stage, the network searched in every stage (``recreate(num_modules_per_stack=...)`` could deepen
+    it, but the table's network is not deeper). What P-DARTS keeps is the op pruning per edge between the stages
+    (the pruned ops are removed from the supernet's mixed ops; NNI's cell is unchanged), the skip-connect dropout
+    (NNI's ``skip_connect`` is an ``nn.Identity``) and the M limit, which counts the skip-connects over the six
+    ``cell/i_j`` edges (all kept): the weakest skip-connect edges take their next strongest op until at most
+    ``max_skip`` remain. Every edge exports its strongest non-``none`` op, as :class:`DartsStrategy`.
     """
 
     weight_recipe = 'pdarts'
@@ -156,10 +178,11 @@ class PDartsStrategy(DartsStrategy):
                  skip_dropout: Sequence[float] = (0.1, 0.4, 0.7), epochs_per_stage: int = 25,
                  warmup_epochs: int = 10, max_skip: Optional[int] = 2, *, arc_learning_rate: float = 6e-4,
                  arc_gradient_clip_val: Optional[float] = 5.0, order: int = 1, **kwargs: Any):
-        self.cells = _per_stage(cells, 'cells', None)
-        self.num_ops = _per_stage(num_ops, 'num_ops', len(self.cells))
-        self.skip_dropout = _per_stage(skip_dropout, 'skip_dropout', len(self.cells), number=True)
-        if any(c < 3 for c in self.cells):
+        self.cells = None if cells is None else _per_stage(cells, 'cells', None)
+        self.num_ops = _per_stage(num_ops, 'num_ops', None if self.cells is None else len(self.cells))
+        self.num_stages = len(self.num_ops)
+        self.skip_dropout = _per_stage(skip_dropout, 'skip_dropout', self.num_stages, number=True)
+        if self.cells is not None and any(c < 3 for c in self.cells):
             raise ValueError(f'PDartsStrategy: cells={list(self.cells)} is invalid; allowed: at least 3 cells per '
                              'stage (reduction cells sit at 1/3 and 2/3 of the depth, so with fewer cells there is '
                              'no normal cell to search).')
@@ -187,6 +210,7 @@ class PDartsStrategy(DartsStrategy):
         self._datamodule_fns: Optional[Tuple[Any, Any]] = None
         self._genotype_history: List[Dict[str, Any]] = []  # every stage's per-epoch entries, shared by the modules
         self._final_space: Any = None
+        self._supernet_candidates: Optional[Dict[str, List[str]]] = None  # set while a stage's supernet is built
         # Set by run_search (issue #12): every stage checkpoints into run_dir/checkpoints/stage<n>/ and writes its
         # record to run_dir/stages/stage<n>.json when it ends; load_state_dict({'run_dir': ...}) resumes from them.
         self.run_dir: Optional[Path] = None
@@ -194,12 +218,16 @@ class PDartsStrategy(DartsStrategy):
         self._resuming = False
 
     def extra_repr(self) -> str:
-        return (f'cells={list(self.cells)}, num_ops={list(self.num_ops)}, skip_dropout={list(self.skip_dropout)}, '
+        return (f'cells={None if self.cells is None else list(self.cells)}, num_ops={list(self.num_ops)}, skip_dropout={list(self.skip_dropout)}, '
                 f'epochs_per_stage={self.epochs_per_stage}, warmup_epochs={self.config.warmup_epochs}, '
                 f'max_skip={self.max_skip}, order={self.config.order}')
 
     # --- NNI strategy hooks -------------------------------------------------------------------------------------------
     def default_mutation_hooks(self) -> List[Any]:
+        candidates = getattr(self, '_supernet_candidates', None)
+        if candidates is not None:  # a stage of a space without DARTS cells: its mixed ops keep the surviving ops
+            return [functools.partial(PDartsMixedLayer.mutate, candidates=candidates),
+                    *super().default_mutation_hooks()]
         return [PDartsMixedLayer.mutate, *super().default_mutation_hooks()]
 
     def configure_oneshot_module(self, training_module) -> PDartsSearchModule:
@@ -236,8 +264,16 @@ class PDartsStrategy(DartsStrategy):
         self._final_space = None
         return model_space
 
+    @staticmethod
+    def is_edge_space(space: Any) -> bool:
+        """Whether ``space`` declares its searched edges (``pdarts_edges()``, e.g. NAS-Bench-201) instead of DARTS
+        cells."""
+        return callable(getattr(space, 'pdarts_edges', None))
+
     def check_space(self, space: Any) -> Dict[str, List[str]]:
         """Raise one clear error unless ``space`` can be searched by P-DARTS; return its candidates per edge."""
+        if self.is_edge_space(space):
+            return self._check_edge_space(space)
         if not callable(getattr(space, 'recreate', None)):
             raise TypeError(f'{_SPACE_REQUIREMENT}; {type(space).__name__} has no recreate method.')
         mutables = space.simplify()
@@ -254,13 +290,40 @@ class PDartsStrategy(DartsStrategy):
                              "the space's op_candidates.")
         return candidates
 
+    def _check_edge_space(self, space: Any) -> Dict[str, List[str]]:
+        name = type(space).__name__
+        if self.cells is not None:
+            raise ValueError(f'PDartsStrategy: cells={list(self.cells)} cannot apply to {name}: it has no DARTS cells '
+                             'to deepen, every stage keeps its own depth; pass cells=None (one stage per num_ops).')
+        if not callable(getattr(space, 'recreate', None)):
+            raise TypeError(f'PDartsStrategy: {_EDGE_SPACE_REQUIREMENT}; {name} has no recreate method.')
+        edges = {label: list(names) for label, names in space.pdarts_edges().items()}
+        mutables = {label: list(m.values) for label, m in space.simplify().items()}
+        odd = sorted(set(mutables) - set(edges))
+        if odd or not edges or any(mutables.get(label) != names for label, names in edges.items()):
+            raise TypeError(f'PDartsStrategy: {_EDGE_SPACE_REQUIREMENT}; {name}.pdarts_edges() gives {edges} but its '
+                            f'choices are {mutables}.')
+        counts = sorted({len(names) for names in edges.values()})
+        if counts != [self.num_ops[0]]:
+            raise ValueError(f'PDartsStrategy: num_ops[0]={self.num_ops[0]} must equal the number of candidate ops '
+                             f'on every edge of the space, which has {counts[0] if len(counts) == 1 else counts}; '
+                             f'pass num_ops=({", ".join(map(str, [counts[-1], *self.num_ops[1:]]))}).')
+        return edges
+
+    def _stage_depths(self, space: Any) -> Tuple[int, ...]:
+        """The depth of every stage: ``cells``, or the space's own (``num_cells``) when ``cells`` is None."""
+        if self.cells is not None:
+            return self.cells
+        return (int(getattr(space, 'num_cells', 0)),) * self.num_stages
+
     def _run(self) -> None:
         user_space = self.model_space.model_space
         evaluator = self.model_space.evaluator
         candidates = self.check_space(user_space)
+        skip_edges = tuple(candidates) if self.is_edge_space(user_space) else None
         done = self._saved_stages() if self._resuming else []
-        for index, num_cells in enumerate(self.cells):
-            final = index == len(self.cells) - 1
+        for index, num_cells in enumerate(self._stage_depths(user_space)):
+            final = index == self.num_stages - 1
             if index < len(done) and not final:  # finished before the search was stopped: its record is on disk
                 record, saved = done[index]
                 self.result.stages.append(record)
@@ -272,10 +335,10 @@ class PDartsStrategy(DartsStrategy):
                 _logger.info('P-DARTS stage %d: restored from %s', index + 1, self._stage_file(index))
                 continue
             self._stage = PDartsStage(
-                index=index, num_stages=len(self.cells), num_cells=num_cells,
+                index=index, num_stages=self.num_stages, num_cells=num_cells,
                 candidates={label: tuple(names) for label, names in candidates.items()},
                 skip_dropout=self.skip_dropout[index], epochs=self.epochs_per_stage,
-                max_skip=self.max_skip if final else None)
+                max_skip=self.max_skip if final else None, skip_edges=skip_edges)
             start = time.time()
             module = self._run_stage(user_space, evaluator, candidates)
             record = self._record_stage(module, time.time() - start)
@@ -319,7 +382,7 @@ class PDartsStrategy(DartsStrategy):
     def _saved_stages(self) -> List[Tuple[PDartsStageRecord, Dict[str, Any]]]:
         """The consecutive finished stages on disk, from stage 1."""
         done = []
-        for index in range(len(self.cells)):
+        for index in range(self.num_stages):
             path = self._stage_file(index)
             if path is None or not path.is_file():
                 break
@@ -343,12 +406,29 @@ class PDartsStrategy(DartsStrategy):
     def _run_stage(self, user_space: Any, evaluator: Lightning, candidates: Dict[str, List[str]]) -> PDartsSearchModule:
         stage = self._stage
         assert stage is not None
-        space = user_space.recreate(num_cells=stage.num_cells, op_candidates=candidates)
-        built = {label: list(m.values) for label, m in space.simplify().items() if _EDGE.match(label)}
-        if built != candidates or getattr(space, 'num_cells', stage.num_cells) != stage.num_cells:
-            raise RuntimeError(f'{type(user_space).__name__}.recreate(num_cells={stage.num_cells}, op_candidates=...) '
-                               'did not build the requested depth / candidates per edge. ' + _SPACE_REQUIREMENT + '.')
-        supernet = self.mutate_model(space)
+        if stage.skip_edges is not None:
+            # a fresh copy at the space's depth; the pruned ops are left out of the supernet's mixed ops (the hook)
+            space = user_space.recreate()
+            self._supernet_candidates = candidates
+            try:
+                supernet = self.mutate_model(space)
+            finally:
+                self._supernet_candidates = None
+            built = {}
+            for module in supernet.modules():
+                if isinstance(module, PDartsMixedLayer) and module.label in candidates:
+                    built.setdefault(module.label, list(module.names))
+            if built != candidates:
+                raise RuntimeError(f'P-DARTS stage {stage.index + 1}: the supernet of {type(user_space).__name__} has '
+                                   f'the candidates {built}, not the requested {candidates}.')
+        else:
+            space = user_space.recreate(num_cells=stage.num_cells, op_candidates=candidates)
+            built = {label: list(m.values) for label, m in space.simplify().items() if _EDGE.match(label)}
+            if built != candidates or getattr(space, 'num_cells', stage.num_cells) != stage.num_cells:
+                raise RuntimeError(f'{type(user_space).__name__}.recreate(num_cells={stage.num_cells}, '
+                                   'op_candidates=...) did not build the requested depth / candidates per edge. '
+                                   + _SPACE_REQUIREMENT + '.')
+            supernet = self.mutate_model(space)
         stage_evaluator = self.mutate_evaluator(self._fresh_evaluator(evaluator))
         self._mutated_model_space = RawFormatModelSpace(supernet, stage_evaluator)
         self._mutated_model_space.status = ModelStatus.Frozen
@@ -395,6 +475,8 @@ class PDartsStrategy(DartsStrategy):
             genotype = None
         skips = None if genotype is None else count_skips(genotype, 'normal')
         cells = getattr(self.supernet, 'cells', None)
+        if stage.skip_edges is not None:  # not a DARTS network: its `cells` also hold other blocks
+            cells = None
         record = PDartsStageRecord(
             stage=stage.index + 1, num_cells=stage.num_cells, supernet_cells=len(cells) if cells is not None else None,
             num_ops=stage.num_ops, skip_dropout=stage.skip_dropout, epochs=stage.epochs,
@@ -402,6 +484,10 @@ class PDartsStrategy(DartsStrategy):
             probs={label: dict(zip(names[label], weights[label].tolist())) for label in names},
             arch=arch, genotype=genotype, normal_skips=skips, seconds=seconds,
             skip_dropout_schedule=list(module.skip_dropout_history))
+        if stage.skip_edges is not None:
+            _logger.info('P-DARTS stage %d/%d done in %.1f s (%d cells, %d ops per edge): arch %s', record.stage,
+                         stage.num_stages, seconds, stage.num_cells, stage.num_ops, arch)
+            return record
         _logger.info('P-DARTS stage %d/%d done in %.1f s (%d cells, %d ops per edge): genotype %s, %s skip-connects '
                      'in the normal cell', record.stage, stage.num_stages, seconds, stage.num_cells, stage.num_ops,
                      genotype, skips)
@@ -410,6 +496,10 @@ class PDartsStrategy(DartsStrategy):
     def _finish(self, module: PDartsSearchModule) -> None:
         arch = module.export()  # none excluded, M limit on the normal cell
         self.result.arch = arch
+        if module.stage.skip_edges is not None:
+            _logger.info('P-DARTS final arch (at most %s skip-connects over %s): %s', self.max_skip,
+                         list(module.stage.skip_edges), arch)
+            return
         self.result.genotype = arch_to_genotype(arch)
         self.result.skip_genotypes = module.skip_count_genotypes()
         for k, genotype in self.result.skip_genotypes:
@@ -435,7 +525,7 @@ class PDartsStrategy(DartsStrategy):
         evaluation, on which the exported arch freezes (as on the user's space at its own depth)."""
         if self._final_space is None:
             space = self.model_space.model_space
-            self._final_space = space.recreate(num_cells=self.cells[-1])
+            self._final_space = space if self.cells is None else space.recreate(num_cells=self.cells[-1])
         return self._final_space
 
     @property
