@@ -85,7 +85,7 @@ def build_strategy(key: str, recipe: Any, images: int) -> Any:
     if base == 'pdarts':
         # one cell per stage stays one (the table's network); ops per edge 5 -> 3 -> 2; every stage the others'
         # epochs (the cpu preset's rule: each stage as many α steps as the others' whole search)
-        return PDartsStrategy(cells=(1, 1, 1), num_ops=(5, 3, 2), epochs_per_stage=recipe.epochs,
+        return PDartsStrategy(cells=None, num_ops=(5, 3, 2), epochs_per_stage=recipe.epochs,
                               arc_learning_rate=recipe.arc_learning_rate('pdarts', images), **common)
     raise ValueError(f'unknown strategy {base!r} in {key!r}; allowed: {list(FAITHFUL)}')
 
