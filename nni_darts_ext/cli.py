@@ -1,4 +1,4 @@
-"""``python -m nni_darts_ext {search,train,plot,prepare-data}``.
+"""``python -m nni_darts_ext {search,train,plot,prepare-data,examples}``.
 
 Startup stays fast: only the chosen command's module is imported (``--help`` and ``--version`` import neither torch
 nor NNI). Known third-party warnings and info lines are hidden unless ``--verbose`` (see :func:`quiet`).
@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ['main', 'build_parser', 'quiet', 'add_common_options', 'COMMANDS']
 
@@ -160,6 +164,48 @@ def _run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- examples ---------------------------------------------------------------------------------------------------------
+#: The nnictl configs shipped inside the package (nni_darts_ext/examples/, package data), for a pip-installed package.
+EXAMPLE_CONFIGS = ('darts.yml', 'pdarts.yml', 'pcdarts.yml')
+
+
+def _add_examples_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--out', default='.', help='folder to write the YAMLs into; it must hold no nni_darts_ext source '
+                                              '(default: the current folder)')
+    p.add_argument('--overwrite', action='store_true', help='replace YAMLs of the same name already there')
+
+
+def write_examples(out: 'str | os.PathLike[str]', overwrite: bool = False) -> List['Path']:
+    """Copy the shipped nnictl configs into ``out`` (created); returns the paths written. An existing file is
+    refused (``FileExistsError``) unless ``overwrite``."""
+    from importlib.resources import files
+    from pathlib import Path
+    folder = Path(out)
+    if (folder / 'nni_darts_ext').is_dir():
+        raise ValueError(f'{folder} holds a nni_darts_ext folder (a checkout?): trials started there would import it '
+                         'instead of the installed package; choose another --out')
+    targets = [folder / name for name in EXAMPLE_CONFIGS]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f'{", ".join(existing)} already exist(s); pass --overwrite to replace, or choose '
+                              'another --out')
+    folder.mkdir(parents=True, exist_ok=True)
+    shipped = files('nni_darts_ext') / 'examples'
+    for target in targets:
+        target.write_text(shipped.joinpath(target.name).read_text())
+    return targets
+
+
+def _run_examples(args: argparse.Namespace) -> int:
+    written = write_examples(args.out, overwrite=args.overwrite)
+    print(f'wrote {len(written)} nnictl configs (each trial is one search, --preset cpu, Fashion-MNIST):')
+    for path in written:
+        print(f'  {path}')
+    print('run one from this environment (its python and nnictl on the PATH), then watch http://localhost:8080:')
+    print(f'  nnictl create --config {written[-1]} --port 8080')
+    return 0
+
+
 #: name -> (help, add the options, run, takes --config/--threads)
 _Command = Tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], bool]
 COMMANDS: Dict[str, _Command] = {
@@ -167,6 +213,8 @@ COMMANDS: Dict[str, _Command] = {
     'train': ('retrain an architecture from scratch', _add_train_arguments, _run_train, True),
     'plot': ('draw the cells of an arch file or genotype', _add_plot_arguments, _run_plot, False),
     'prepare-data': ('unpack / install the offline datasets', _add_prepare_arguments, _run_prepare, False),
+    'examples': ('write the nnictl example configs (YAML) and print the nnictl line to run one',
+                 _add_examples_arguments, _run_examples, False),
 }
 
 

@@ -138,3 +138,20 @@ def test_quiet_by_default_plain_epoch_lines_off_a_terminal_and_verbose(tmp_path)
     loud = run_module(*args, '--out', str(tmp_path / 'v'), '--verbose', cwd=tmp_path)
     assert loud.returncode == 0, loud.stderr
     assert 'is found to be not a nn.Module' in loud.stderr and 'GPU available' in loud.stderr
+
+
+def test_examples_writes_the_shipped_nnictl_configs_and_the_line_to_run(tmp_path, capsys):
+    out = tmp_path / 'exp'
+    assert main(['examples', '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in ('darts', 'pdarts', 'pcdarts'):  # the same files as examples/installed/ of a checkout
+        assert (out / f'{name}.yml').read_text() == (ROOT / 'examples' / 'installed' / f'{name}.yml').read_text()
+        assert str(out / f'{name}.yml') in printed
+    assert f'nnictl create --config {out / "pcdarts.yml"} --port 8080' in printed
+    # a second run does not overwrite silently; --overwrite does
+    assert main(['examples', '--out', str(out)]) == 2
+    assert 'already exist(s); pass --overwrite to replace' in capsys.readouterr().err
+    assert main(['examples', '--out', str(out), '--overwrite']) == 0
+    # a checkout's root would make the trials import the checkout
+    assert main(['examples', '--out', str(ROOT)]) == 2
+    assert 'holds a nni_darts_ext folder (a checkout?)' in capsys.readouterr().err

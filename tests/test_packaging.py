@@ -60,6 +60,13 @@ def test_wheel_installs_into_a_fresh_venv_and_searches_outside_the_repo(tmp_path
         names = z.namelist()
     assert any(n.endswith('licenses/LICENSE') for n in names) and any(n.endswith('licenses/NOTICE') for n in names)
     assert not any(n.startswith('tests/') for n in names)
+    # the nnictl configs ship inside the package; the metadata says where the project lives (issue 22)
+    assert {f'nni_darts_ext/examples/{n}.yml' for n in ('darts', 'pdarts', 'pcdarts')} <= set(names)
+    with zipfile.ZipFile(wheel) as z:
+        metadata = z.read(next(n for n in names if n.endswith('.dist-info/METADATA'))).decode()
+    for label in ('Source', 'Documentation', 'Issues'):
+        assert re.search(rf'^Project-URL: {label}, https://', metadata, re.M), metadata[:2000]
+    assert re.search(r'^Requires-Dist: setuptools<80\.9,>=77\.0\.3$', metadata, re.M), metadata[:2000]
     python = venv / 'bin' / 'python'
     run_dir = tmp_path / 'elsewhere'
     run_dir.mkdir()
