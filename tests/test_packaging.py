@@ -84,3 +84,14 @@ def test_wheel_installs_into_a_fresh_venv_and_searches_outside_the_repo(tmp_path
                  '--limit-train-batches', '1', '--threads', '1', '--out', 'out')
     assert search.returncode == 0, search.stderr[-3000:]
     assert (run_dir / 'out' / 'arch.json').is_file() and 'supernet val acc' in search.stdout
+
+
+def test_setup_py_shim_reads_pyproject(tmp_path):
+    """setup.py is the standard shim (issue 22): pyproject.toml stays the only place of the metadata."""
+    text = (ROOT / 'setup.py').read_text()
+    assert [line for line in text.splitlines() if line and not line.startswith('#')] == [
+        'from setuptools import setup', 'setup()']
+    from nni_darts_ext import __version__
+    proc = subprocess.run([sys.executable, 'setup.py', '--version'], cwd=ROOT, env=clean_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == __version__, proc.stderr
