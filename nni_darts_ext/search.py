@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 if TYPE_CHECKING:  # the settings import without torch/NNI (fast --help); the functions import them
     from .space.network import DartsCellSpace
 
-__all__ = ['SearchSettings', 'SearchResult', 'PRESETS', 'STRATEGIES', 'build_strategy', 'build_space', 'run_search']
+__all__ = ['SearchSettings', 'SearchResult', 'PRESETS', 'PRESET_ALIASES', 'preset_name', 'STRATEGIES', 'build_strategy', 'build_space', 'run_search']
 
 _logger = logging.getLogger(__name__)
 
@@ -56,19 +56,36 @@ MAX_SCALED_ARC_LR = 0.3
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     # The papers' search settings (CIFAR-10 scale; a GPU job).
-    'reference': dict(width=16, cells=8, epochs=50, subset=None, k=4, stage_cells=(5, 11, 17), stage_epochs=25),
+    'reference': dict(dataset='fashion-mnist', width=16, cells=8, epochs=50, subset=None, k=4,
+                      stage_cells=(5, 11, 17), stage_epochs=25),
     # Minutes on 2 CPU cores: C=8, 5 cells, 2,000 28x28 images. Batch 32 (not 64): a step costs 0.6x as much
     # on this CPU, so the same time buys 1.6x the α steps; the weight lr is DARTS' 0.025 for every strategy
     # (PC-DARTS' 0.1 goes with its batch 256). α's lr is scaled (REFERENCE_ARC_STEPS) and a third of the epochs
     # warm the weights up (SHORT_SEARCH_WARMUP_FRACTION).
     # K=2 for PC-DARTS: at C=8, K=4 would leave 2 channels per op; K=2 keeps the reference's 4 (C=16, K=4).
     # P-DARTS: 3 epochs per stage (1 weight-only) so that each stage has as many α steps as the others' search.
-    'cpu': dict(width=8, cells=5, epochs=3, subset=2000, batch_size=32, learning_rate=0.025, k=2,
+    'cpu': dict(dataset='fashion-mnist', width=8, cells=5, epochs=3, subset=2000, batch_size=32, learning_rate=0.025, k=2,
                 stage_cells=(3, 4, 5), stage_epochs=3),
     # Seconds: for tests and smoke runs.
     'tiny': dict(dataset='digits', width=8, cells=3, epochs=1, subset=256, batch_size=32, k=4, stage_cells=(3, 4, 5),
                  stage_epochs=1),
 }
+
+
+#: Older preset names, kept working: ``train --preset small`` was the CPU preset before both commands shared names.
+PRESET_ALIASES: Dict[str, str] = {'small': 'cpu'}
+
+
+def preset_name(name: Optional[str]) -> str:
+    """The canonical preset of ``name`` (``None``: ``reference``; an alias: its preset); ``ValueError`` naming the
+    allowed ones otherwise. ``search`` and ``train`` share the names (and each preset's dataset)."""
+    if name is None:
+        return 'reference'
+    name = PRESET_ALIASES.get(name, name)
+    if name not in PRESETS:
+        raise ValueError(f'preset={name!r} is invalid; allowed: {list(PRESETS)} (alias: '
+                         + ', '.join(f'{old} = {new}' for old, new in PRESET_ALIASES.items()) + ').')
+    return name
 
 
 def preset_defaults_help() -> Dict[str, str]:
@@ -123,7 +140,8 @@ class SearchSettings:
     dataset: Optional[str] = _opt(None, 'fashion-mnist | mnist | cifar10 | digits; an explicit one wins over the '
                                         'preset\'s (default: the preset\'s, else fashion-mnist)')
     preset: Optional[str] = _opt(None, 'reference: the papers\' settings (GPU scale); cpu: minutes on 2 cores; '
-                                       'tiny: seconds (default: reference)', choices=tuple(PRESETS))
+                                       'tiny: seconds (default: reference)',
+                                 choices=(*PRESETS, *PRESET_ALIASES))
     subset: Optional[int] = _opt(None, 'use a seeded random subset of the training set')
     epochs: Optional[int] = _opt(None, 'search epochs (P-DARTS: per stage)')
     batch_size: Optional[int] = None
@@ -169,10 +187,10 @@ class SearchSettings:
         """Fill the ``None`` fields from the preset and the strategy's reference recipe."""
         if self.strategy not in STRATEGIES:
             raise ValueError(f'strategy={self.strategy!r} is invalid; allowed: {list(STRATEGIES)}.')
-        if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f'preset={self.preset!r} is invalid; allowed: {list(PRESETS)}.')
         values = dataclasses.asdict(self)
-        preset = dict(PRESETS[self.preset or 'reference'])
+        if self.preset is not None:
+            values['preset'] = preset_name(self.preset)
+        preset = dict(PRESETS[preset_name(self.preset)])
         if self.strategy == 'pdarts':
             preset['epochs'] = preset.pop('stage_epochs')
         else:
@@ -185,7 +203,7 @@ class SearchSettings:
             values['dataset'] = 'fashion-mnist'
         if values['progress_bar'] is None:
             values['progress_bar'] = _on_terminal()
-        short = (self.preset or 'reference') != 'reference'
+        short = preset_name(self.preset) != 'reference'
         if values['warmup_epochs'] is None:
             # half-up rounding, and always at least one epoch that trains the architecture
             fraction = max(WARMUP_FRACTION[self.strategy], SHORT_SEARCH_WARMUP_FRACTION if short else 0.0)
