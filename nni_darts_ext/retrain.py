@@ -36,7 +36,7 @@ from pytorch_lightning.callbacks import Timer
 
 from . import accel
 from .data import DartsDataModule, DatasetInfo, get_info
-from .search import PRESET_ALIASES
+from .search import PRESET_ALIASES, preset_cost_line, preset_help
 from .search import PRESETS as SEARCH_PRESETS
 from .space.genotype import (OUR_FORMAT, Genotype, arch_to_genotype, genotype_from_name, genotype_to_arch, load_arch,
                              save_arch, to_arch_format, validate_arch)
@@ -420,6 +420,7 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo, None] = None,
     """
     preset = _preset(preset)
     config = (config or RetrainConfig()).replace(**{**PRESETS[preset], **overrides})
+    _logger.info(preset_cost_line('train', preset))
     if not isinstance(dataset, DatasetInfo):
         dataset, origin = resolve_dataset(arch, dataset, preset)
         if origin != 'given':
@@ -560,9 +561,9 @@ class TrainCommand:
                 + ')'})
     out: str = field(default='runs/retrain', metadata={'help': 'output folder (resumes from its last.ckpt)'})
     preset: Optional[str] = field(default=None, metadata={
-        'choices': (*PRESETS, *PRESET_ALIASES), 'help': 'reference: the DARTS recipe; cpu (alias: small): minutes on 2 CPU '
-                                                'cores; tiny: seconds; the same names as search; explicit options win '
-                                                'over it (default: reference)'})
+        'choices': (*PRESETS, *PRESET_ALIASES), 'help': preset_help(
+            'train', 'reference: the DARTS recipe (GPU scale); cpu (alias: small): minutes on 2 CPU cores; tiny: '
+                     'seconds; the same names as search; explicit options win over it (default: reference).')})
     resume: bool = field(default=True, metadata={
         'help': 'continue from out/checkpoints/last.ckpt; --no-resume: --out must hold no run (or pass --overwrite)'})
     overwrite: bool = field(default=False, metadata={

@@ -72,6 +72,47 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
+#: What each preset costs, per command: the expected wall time on 2 CPU cores and on one GPU, as measured (the
+#: sources are named; "not measured" where no measurement exists). ``--help`` and the first log line of a run show it.
+PRESET_COST: Dict[str, Dict[str, str]] = {
+    'search': {
+        # benchmarks/README: order 1 at the reference size 18.6 s per step on 2 cores x 50 epochs x 391 steps = 101 h;
+        # one GPU: no search was timed on a GPU yet (benchmarks/gpu.py measures it), so the papers' figures.
+        'reference': 'about 4 days on 2 CPU cores (DARTS order 1: 19,550 steps at 18.6 s, benchmarks); one GPU: not '
+                     'measured here, the papers report 1.5 GPU-days (DARTS order 1), 4 (order 2), 0.3 (P-DARTS), '
+                     '0.1 (PC-DARTS) on a GTX 1080Ti',
+        # README command 1 (DARTS order 2), 4 interleaved runs on an idle 2-core machine, 2026-12-04
+        'cpu': 'about 5 min on 2 idle CPU cores (DARTS order 2: 5 min 0-11 s; several times that on a loaded '
+               'machine); a GPU is not needed',
+        # tests/test_cli.py::test_tiny_preset_costs (the fixed subset), README "Presets"
+        'tiny': 'seconds: 10-20 s on 2 idle CPU cores (minutes on a loaded one); for tests and smoke runs',
+    },
+    'train': {
+        # README "Retraining": 0.146 s per step on an H200, 76 s per CIFAR-10 epoch x 600 epochs
+        'reference': 'about 13 h on one H200 GPU (600 epochs at 76 s, benchmarks); weeks on 2 CPU cores',
+        'cpu': 'about 5 min on 2 idle CPU cores (DARTS_V2 on Fashion-MNIST, 5 epochs); a GPU is not needed',
+        'tiny': 'seconds: about 15 s on 2 idle CPU cores; for tests and smoke runs',
+    },
+}
+
+
+def preset_cost_line(command: str, preset: Optional[str]) -> str:
+    """The first log line of a ``search`` / ``train`` run: the preset, its cost, and for ``reference`` (the
+    default) that it is the GPU-scale setting and which preset runs in minutes on a CPU."""
+    name = preset_name(preset)
+    line = f'preset {name}: {PRESET_COST[command][name]}'
+    if name == 'reference':
+        line += ("; this is the papers' GPU-scale setting (the default): --preset cpu runs in minutes on a CPU, "
+                 '--preset tiny in seconds')
+    return line
+
+
+def preset_help(command: str, head: str) -> str:
+    """The ``--preset`` help of ``command``: ``head``, then each preset's expected wall time."""
+    return head + ' Expected wall time: ' + '; '.join(f'{name}: {cost}'
+                                                      for name, cost in PRESET_COST[command].items()) + '.'
+
+
 #: Older preset names, kept working: ``train --preset small`` was the CPU preset before both commands shared names.
 PRESET_ALIASES: Dict[str, str] = {'small': 'cpu'}
 
@@ -139,8 +180,9 @@ class SearchSettings:
     order: int = _opt(1, 'DARTS order (1: xi = 0; 2: unrolled)', choices=(1, 2))
     dataset: Optional[str] = _opt(None, 'fashion-mnist | mnist | cifar10 | digits; an explicit one wins over the '
                                         'preset\'s (default: the preset\'s, else fashion-mnist)')
-    preset: Optional[str] = _opt(None, 'reference: the papers\' settings (GPU scale); cpu: minutes on 2 cores; '
-                                       'tiny: seconds (default: reference)',
+    preset: Optional[str] = _opt(None, preset_help('search', 'reference: the papers\' settings (GPU scale); cpu: '
+                                                             'minutes on 2 cores; tiny: seconds (default: '
+                                                             'reference).'),
                                  choices=(*PRESETS, *PRESET_ALIASES))
     subset: Optional[int] = _opt(None, 'use a seeded random subset of the training set')
     epochs: Optional[int] = _opt(None, 'search epochs (P-DARTS: per stage)')
@@ -389,6 +431,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
         strategy.run_dir, strategy.run_settings = out, record
     if folder.resume_from is not None:  # the run's own checkpoint holds NNI objects (labels), not only tensors
         evaluator.fit_kwargs['weights_only'] = False
+    _logger.info(preset_cost_line('search', settings.preset))
     _logger.info('search: %s', settings)
     start = time.time()
     strategy.initialize(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())

@@ -155,3 +155,21 @@ def test_examples_writes_the_shipped_nnictl_configs_and_the_line_to_run(tmp_path
     # a checkout's root would make the trials import the checkout
     assert main(['examples', '--out', str(ROOT)]) == 2
     assert 'holds a nni_darts_ext folder (a checkout?)' in capsys.readouterr().err
+
+
+def test_help_and_first_log_line_say_what_each_preset_costs(capsys):
+    """Issue 22: --help gives every preset's expected wall time (2 CPU cores, one GPU); the default, reference, says
+    at start that it is the GPU-scale setting."""
+    from nni_darts_ext.search import PRESET_COST, preset_cost_line
+    for command in ('search', 'train'):
+        with pytest.raises(SystemExit):
+            main([command, '--help'])
+        text = ' '.join(capsys.readouterr().out.split())
+        assert 'Expected wall time: reference: about ' in text
+        for preset, cost in PRESET_COST[command].items():
+            assert f'{preset}: {cost}' in text
+    assert 'one GPU' in PRESET_COST['search']['reference'] and 'H200' in PRESET_COST['train']['reference']
+    assert preset_cost_line('search', None) == (
+        f"preset reference: {PRESET_COST['search']['reference']}; this is the papers' GPU-scale setting (the "
+        'default): --preset cpu runs in minutes on a CPU, --preset tiny in seconds')
+    assert preset_cost_line('train', 'small').startswith('preset cpu: about 5 min on 2 idle CPU cores')

@@ -224,5 +224,7 @@ def test_train_takes_the_search_presets_and_the_search_folders_dataset(tmp_path,
     caplog.set_level('INFO', logger='nni_darts_ext')
     result = retrain(search, None, tmp_path / 'train', **{**FAST, 'preset': 'cpu', 'cells': 3})
     assert result.dataset == 'digits'
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith('nni_darts_ext')]
+    assert ours[0].startswith('preset cpu: about 5 min on 2 idle CPU cores'), ours[:3]  # the first line: the cost
     assert (f'dataset digits: the dataset of the run in {search} (summary.json); --dataset overrides it'
             in caplog.text)
