@@ -11,7 +11,6 @@ import argparse
 import logging
 import os
 import sys
-import warnings
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__
@@ -23,42 +22,8 @@ __all__ = ['main', 'build_parser', 'quiet', 'add_common_options', 'COMMANDS']
 
 _logger = logging.getLogger('nni_darts_ext')
 
-# (message regex, category) of warnings that third-party code prints on every run with this stack and that say
-# nothing about the user's run: NNI 3.0 inspecting torch classes it does not know, Lightning on newer torch.
-KNOWN_WARNINGS: Tuple[Tuple[str, type], ...] = (
-    (r".*is found to be not a nn\.Module, which is unexpected", RuntimeWarning),
-    (r".*isinstance\(treespec, LeafSpec\)` is deprecated", Warning),
-    (r".*Running trial code without runtime", RuntimeWarning),
-)
-# Lightning info lines at the start of every fit (accelerator inventory, advertisements) and NNI's note that our
-# data module replaces the evaluator's loaders (printed twice, by NNI's handler and the root one).
-KNOWN_INFO_LINES = ('GPU available:', 'TPU available:', 'HPU available:', 'IPU available:', '\U0001f4a1 Tip:',
-                    'Fit with datamodule.')
-_LIGHTNING_LOGGERS = ('pytorch_lightning.utilities.rank_zero', 'lightning_fabric.utilities.rank_zero',
-                      'lightning.pytorch.utilities.rank_zero', 'lightning.fabric.utilities.rank_zero',
-                      'nni.nas.evaluator.pytorch.lightning')
-
-
-class _DropKnownLines(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith(KNOWN_INFO_LINES)
-
-
-_FILTER = _DropKnownLines()
-
-
-def quiet(enabled: bool = True) -> None:
-    """Hide (``enabled``) the known third-party warnings and Lightning's inventory / tip lines; call it before the
-    imports that trigger them. ``quiet(False)`` shows them again."""
-    for logger_name in _LIGHTNING_LOGGERS:
-        logger = logging.getLogger(logger_name)
-        (logger.addFilter if enabled else logger.removeFilter)(_FILTER)
-    for message, category in KNOWN_WARNINGS:
-        if enabled:
-            warnings.filterwarnings('ignore', message=message, category=category)
-        else:  # drop our entries only
-            warnings.filters[:] = [f for f in warnings.filters
-                                   if not (f[0] == 'ignore' and f[1] is not None and f[1].pattern == message)]
+# The known third-party noise and how it is hidden live in quiet.py (library use shares them); kept importable here.
+from .quiet import KNOWN_INFO_LINES, KNOWN_WARNINGS, quiet  # noqa: E402,F401
 
 
 def add_common_options(p: argparse.ArgumentParser) -> None:

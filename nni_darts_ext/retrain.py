@@ -245,6 +245,8 @@ class RetrainModule(pl.LightningModule):
     def objective(self, batch: Any) -> Dict[str, torch.Tensor]:
         """The loss terms of a batch; the auxiliary term only exists while the model is in training mode."""
         x, y = batch
+        if self._channels_last and x.dim() == 4:  # here, not in on_after_batch_transfer: the data module's hook
+            x = x.contiguous(memory_format=torch.channels_last)  # would make Lightning warn on every run
         logits = self.model(x)
         ce = F.cross_entropy(logits, y)
         out = {'logits': logits, 'ce': ce, 'loss': ce}
@@ -283,12 +285,6 @@ class RetrainModule(pl.LightningModule):
         self._channels_last = auto if self.config.channels_last is None else self.config.channels_last
         if self._channels_last:
             self.model.to(memory_format=torch.channels_last)
-
-    def on_after_batch_transfer(self, batch, dataloader_idx):
-        x, y = batch
-        if self._channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
 
     def on_train_epoch_start(self):
         # DARTS train.py: model.drop_path_prob = args.drop_path_prob * epoch / args.epochs (0 in the first epoch)

@@ -394,7 +394,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     from .data import get_info
     from .evaluator import search_evaluator
     from .guards import DivergenceGuard
-    from .oneshot.decision import decision_summary, describe_decision, edge_products
+    from .oneshot.decision import at_chance, decision_summary, describe_decision, edge_products
     from .space.genotype import arch_to_genotype, save_arch
     from .oneshot.distributed import is_rank_zero
 
@@ -467,7 +467,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     probs = export_probs(module)
     decision = decision_summary(probs)
     extra = {**dict(getattr(strategy, 'result_extra', {}) or {}), 'probs': probs, 'decision': decision,
-             'decision_text': describe_decision(decision)}
+             'decision_text': describe_decision(decision, val_acc, get_info(settings.dataset).num_classes)}
     products = edge_products(probs)
     if products:
         extra['edge_products'] = products
@@ -476,7 +476,9 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
                           history=[{**h, 'genotype': str(h.get('genotype'))} for h in history], extra=extra)
     if not is_rank_zero():  # under DDP every rank holds the same α; only rank 0 writes
         return result
-    (_logger.info if all(c['decided'] for c in decision.values()) else _logger.warning)(
+    meaningful = all(c['decided'] for c in decision.values()) and not at_chance(
+        val_acc, get_info(settings.dataset).num_classes)
+    (_logger.info if meaningful else _logger.warning)(
         'search: %s', extra['decision_text'])
     if settings.retrain_epochs > 0:
         extra['retrain'] = retrain_derived(settings, arch)

@@ -222,7 +222,12 @@ def test_train_takes_the_search_presets_and_the_search_folders_dataset(tmp_path,
     assert resolve_dataset('DARTS_V2', None, 'tiny')[0] == 'digits'  # no search: the preset's dataset
     assert resolve_dataset('DARTS_V2', None, 'cpu')[0] == 'fashion-mnist'
     caplog.set_level('INFO', logger='nni_darts_ext')
-    result = retrain(search, None, tmp_path / 'train', **{**FAST, 'preset': 'cpu', 'cells': 3})
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        result = retrain(search, None, tmp_path / 'train', **{**FAST, 'preset': 'cpu', 'cells': 3})
+    # no Lightning warning about our hooks beside the data module's (issue 22)
+    assert not [w for w in caught if 'on_after_batch_transfer' in str(w.message)], [str(w.message) for w in caught]
     assert result.dataset == 'digits'
     ours = [r.getMessage() for r in caplog.records if r.name.startswith('nni_darts_ext')]
     assert ours[0].startswith('preset cpu: about 5 min on 2 idle CPU cores'), ours[:3]  # the first line: the cost
