@@ -383,7 +383,7 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo, None] = None,
             config: Optional[RetrainConfig] = None, resume: bool = True, overwrite: bool = False,
             train_loader: Any = None, test_loader: Any = None, callbacks: Sequence[pl.Callback] = (),
             data_dir: Optional[str] = None, progress_bar: Optional[bool] = None, plots: bool = True,
-            **overrides: Any) -> RetrainResult:
+            download: bool = False, **overrides: Any) -> RetrainResult:
     """Train ``arch`` from scratch on ``dataset`` and write the outputs of the module docstring into ``out``.
 
     Parameters
@@ -409,6 +409,8 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo, None] = None,
         Extra Lightning callbacks.
     progress_bar
         The Lightning progress bar; ``None``: only when stderr is a terminal. Without it, one log line per epoch.
+    download
+        Let torchvision download CIFAR-10 into ``data_dir`` when it is not there (needs internet).
 
     Returns
     -------
@@ -423,6 +425,9 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo, None] = None,
             _logger.info('dataset %s: %s', dataset, origin)
     arch, genotype, source = resolve_arch(arch)
     info = get_info(dataset)
+    if download:  # torchvision's download (CIFAR-10) into the data root, before anything is written
+        from .data import prepare_data
+        prepare_data(data_dir, (info.name,), download=True)
     out = Path(out)
     from . import rundir
     folder = rundir.check_run_folder(out, resume='auto' if resume else False, overwrite=overwrite, command='train')
@@ -566,6 +571,8 @@ class TrainCommand:
         'help': 'delete the run already in --out (results, checkpoints, logs) and start a new one'})
     plots: bool = field(default=True, metadata={'help': 'draw the cells'})
     data_dir: Optional[str] = field(default=None, metadata={'help': 'dataset root'})
+    download: bool = field(default=False, metadata={
+        'help': 'let torchvision download CIFAR-10 into --data-dir when it is not there (needs internet)'})
     progress_bar: Optional[bool] = field(default=None, metadata={
         'help': 'the Lightning progress bar (default: only on a terminal; else one log line per epoch)'})
 

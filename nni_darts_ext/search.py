@@ -56,7 +56,8 @@ MAX_SCALED_ARC_LR = 0.3
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     # The papers' search settings (CIFAR-10 scale; a GPU job).
-    'reference': dict(dataset='fashion-mnist', width=16, cells=8, epochs=50, subset=None, k=4,
+    # The papers' data: CIFAR-10 (python -m nni_darts_ext prepare-data cifar10 --download, or --download here).
+    'reference': dict(dataset='cifar10', width=16, cells=8, epochs=50, subset=None, k=4,
                       stage_cells=(5, 11, 17), stage_epochs=25),
     # Minutes on 2 CPU cores: C=8, 5 cells, 2,000 28x28 images. Batch 32 (not 64): a step costs 0.6x as much
     # on this CPU, so the same time buys 1.6x the α steps; the weight lr is DARTS' 0.025 for every strategy
@@ -179,7 +180,8 @@ class SearchSettings:
     strategy: str = _opt('darts', choices=STRATEGIES)
     order: int = _opt(1, 'DARTS order (1: xi = 0; 2: unrolled)', choices=(1, 2))
     dataset: Optional[str] = _opt(None, 'fashion-mnist | mnist | cifar10 | digits; an explicit one wins over the '
-                                        'preset\'s (default: the preset\'s, else fashion-mnist)')
+                                        'preset\'s (default: the preset\'s: ' + ', '.join(
+                                            f'{name} {p["dataset"]}' for name, p in PRESETS.items()) + ')')
     preset: Optional[str] = _opt(None, preset_help('search', 'reference: the papers\' settings (GPU scale); cpu: '
                                                              'minutes on 2 cores; tiny: seconds (default: '
                                                              'reference).'),
@@ -208,6 +210,8 @@ class SearchSettings:
     limit_train_batches: Optional[int] = _opt(None, 'at most this many batches per epoch (default: all)')
     num_workers: int = _opt(0, 'data loader worker processes')
     data_dir: Optional[str] = _opt(None, 'dataset root (default $NNI_DARTS_EXT_DATA or ~/.cache)')
+    download: bool = _opt(False, 'let torchvision download CIFAR-10 into --data-dir when it is not there (needs '
+                                 'internet; the same as prepare-data cifar10 --download first)')
     out: str = _opt('runs/search', 'output folder')
     progress_bar: Optional[bool] = _opt(None, 'the Lightning progress bar (default: only on a terminal)')
     accelerator: str = _opt('auto', 'Lightning accelerator (cpu, gpu, auto); on a GPU also cudnn.benchmark and '
@@ -372,7 +376,7 @@ def _callbacks(out: Path, extra: Sequence[Any]) -> List[Any]:
 
 
 # Settings that may differ between a search and its resumption (issue #12).
-RESUME_FREE_SETTINGS = ('out', 'progress_bar', 'num_workers', 'data_dir')
+RESUME_FREE_SETTINGS = ('out', 'progress_bar', 'num_workers', 'data_dir', 'download')
 
 
 def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resume: Any = False,
@@ -400,6 +404,9 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
 
     settings = settings.resolved()
     get_info(settings.dataset)  # unknown names fail before anything is written
+    if settings.download:  # torchvision's download (CIFAR-10) into the data root, before anything is written
+        from .data import prepare_data
+        prepare_data(settings.data_dir, (settings.dataset,), download=True)
     out = Path(settings.out)
     folder = rundir.check_run_folder(out, resume=resume, overwrite=overwrite)
     record = _resume_check(folder, settings)

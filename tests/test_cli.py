@@ -80,7 +80,7 @@ def test_explicit_dataset_wins_over_the_preset():
     assert SearchSettings(preset='tiny').resolved().dataset == 'digits'
     assert SearchSettings(dataset='fashion-mnist', preset='tiny').resolved().dataset == 'fashion-mnist'
     assert parse_search(['--dataset', 'fashion-mnist', '--preset', 'tiny']).resolved().dataset == 'fashion-mnist'
-    assert SearchSettings().resolved().dataset == 'fashion-mnist'
+    assert SearchSettings().resolved().dataset == 'cifar10'  # the reference preset: the papers' data (issue 22)
 
 
 def test_config_file_then_command_line_and_print_config_round_trip(tmp_path, capsys):
