@@ -4,6 +4,7 @@
     python -m benchmarks --quick         # speed, memory, growth within ~15 min on 2 cores; quality from file
     python -m benchmarks --smoke         # seconds (CI); values are not meaningful
     python -m benchmarks speed memory    # some parts only -> results_speed_memory.{json,md}
+    python -m benchmarks tiny            # wall time of the CLI's --preset tiny search (3 strategies) and train
     python -m benchmarks --preset reference speed memory   # at the papers' search size (hours, ~9 GB)
     python -m benchmarks --preset cpu --configs order1,order2 speed   # some step configurations only
 
@@ -25,7 +26,7 @@ from typing import Any, Dict, List, Optional
 from benchmarks import report, suite
 from benchmarks._measure import ROOT, device_name, git_commit, shown_path
 
-PARTS = ('speed', 'memory', 'growth', 'pdarts', 'quality')
+PARTS = ('speed', 'memory', 'growth', 'pdarts', 'quality', 'tiny')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -84,6 +85,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         sections['pdarts'] = suite.pdarts_wall_time(runs, whole_search=full, out_dir=out)
     if 'quality' in parts:
         sections['quality'] = suite.quality(Path(args.quality_json), run_benchmark=full)
+    if 'tiny' in parts:  # the CLI's tiny preset as a user runs it (issue 22)
+        sections['tiny'] = suite.tiny_costs(args.threads, smoke=args.smoke)
 
     results: Dict[str, Any] = dict(
         **suite.headline(sections), device=device_name('cpu'),
