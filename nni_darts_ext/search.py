@@ -85,14 +85,18 @@ PRESET_COST: Dict[str, Dict[str, str]] = {
         # README command 1 (DARTS order 2), 4 interleaved runs on an idle 2-core machine, 2026-12-04
         'cpu': 'about 5 min on 2 idle CPU cores (DARTS order 2: 5 min 0-11 s; several times that on a loaded '
                'machine); a GPU is not needed',
-        # tests/test_cli.py::test_tiny_preset_costs (the fixed subset), README "Presets"
-        'tiny': 'seconds: 10-20 s on 2 idle CPU cores (minutes on a loaded one); for tests and smoke runs',
+        # idle: issue 22's measurement (10-18 s per search); loaded (load 10 on 2 cores, --threads 1):
+        # benchmarks/results_tiny.md, `python -m benchmarks tiny` (DARTS 19 s, P-DARTS 31 s, PC-DARTS 21 s)
+        'tiny': 'seconds: 10-20 s on 2 idle CPU cores (P-DARTS 31 s on a loaded machine with --threads 1, minutes '
+                'with more threads than free cores); for tests and smoke runs',
     },
     'train': {
         # README "Retraining": 0.146 s per step on an H200, 76 s per CIFAR-10 epoch x 600 epochs
         'reference': 'about 13 h on one H200 GPU (600 epochs at 76 s, benchmarks); weeks on 2 CPU cores',
         'cpu': 'about 5 min on 2 idle CPU cores (DARTS_V2 on Fashion-MNIST, 5 epochs); a GPU is not needed',
-        'tiny': 'seconds: about 15 s on 2 idle CPU cores; for tests and smoke runs',
+        # idle: issue 22's measurement (14 s); loaded: benchmarks/results_tiny.md (17 s at load 10, --threads 1)
+        'tiny': 'seconds: about 15 s on 2 idle CPU cores (17 s on a loaded machine with --threads 1); for tests and '
+                'smoke runs',
     },
 }
 
