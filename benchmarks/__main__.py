@@ -5,6 +5,7 @@
     python -m benchmarks --smoke         # seconds (CI); values are not meaningful
     python -m benchmarks groundtruth     # searches against the NAS-Bench-201 ground truth (--quick: <= 30 min)
     python -m benchmarks speed memory    # some parts only -> results_speed_memory.{json,md}
+    python -m benchmarks tiny            # wall time of the CLI's --preset tiny search (3 strategies) and train
     python -m benchmarks --preset reference speed memory   # at the papers' search size (hours, ~9 GB)
     python -m benchmarks --preset cpu --configs order1,order2 speed   # some step configurations only
 
@@ -26,7 +27,7 @@ from typing import Any, Dict, List, Optional
 from benchmarks import report, suite
 from benchmarks._measure import ROOT, device_name, git_commit, shown_path
 
-PARTS = ('speed', 'memory', 'growth', 'pdarts', 'quality', 'groundtruth')
+PARTS = ('speed', 'memory', 'growth', 'pdarts', 'quality', 'tiny', 'groundtruth')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -91,6 +92,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         asked = 'groundtruth' in args.parts and not args.smoke
         sections['groundtruth'] = suite.groundtruth(Path(args.groundtruth_json), run_benchmark=full or asked,
                                                     quick=args.quick)
+    if 'tiny' in parts:  # the CLI's tiny preset as a user runs it (issue 22)
+        sections['tiny'] = suite.tiny_costs(args.threads, smoke=args.smoke)
 
     results: Dict[str, Any] = dict(
         **suite.headline(sections), device=device_name('cpu'),

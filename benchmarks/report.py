@@ -78,6 +78,15 @@ def markdown(results: Mapping[str, Any]) -> str:
     pdarts = sections.get('pdarts')
     if pdarts:
         lines += ['', f'P-DARTS / DARTS wall time {_num(pdarts["ratio"])} ({pdarts["method"]}).']
+    tiny = sections.get('tiny')
+    if tiny:
+        lines += ['', '## The tiny preset: wall time per command', '',
+                  f'{tiny["method"]}: {tiny["load_before"]} before, {tiny["load_after"]} after on {tiny["cores"]} '
+                  'cores (above the core count the machine was not idle, and the targets do not apply)'
+                  + (' — SMOKE sizes, not the preset\'s figures' if tiny.get('smoke') else '') + '.', '',
+                  '| command | seconds | target (idle 2 cores) |', '|---|---|---|']
+        for name, run in tiny['runs'].items():
+            lines.append(f'| {name} | {run["seconds"]:.1f} | {run["target"]:g} s |')
     quality = sections.get('quality')
     if quality is not None:
         per = ', '.join(f'{k} {v:.4f}' for k, v in quality.get('per_strategy', {}).items())

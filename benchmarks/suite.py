@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from benchmarks._measure import ROOT, fit_exponent, interleaved, shown_path, summarise
 
 __all__ = ['PRESETS', 'SPEED_CONFIGS', 'speed', 'memory', 'drop_unmeasured_stage_memory', 'growth', 'pdarts_wall_time',
-           'quality', 'headline']
+           'quality', 'tiny_costs', 'headline']
 
 # Sizes. ``shape`` = (channels, image); steps are timed after ``warmup`` untimed ones, in every run.
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -203,6 +203,43 @@ def quality(path: Path, run_benchmark: bool) -> Dict[str, Any]:
     return dict(file=shown_path(path), found_mean_acc=statistics.mean(accs) if accs else None,
                 random_median_acc=random_median, per_strategy=per_strategy,
                 searches=sum(len(rows) for rows in found.values()), random_archs=len(data.get('random') or []))
+
+
+# The tiny preset's promise (issue 22, search.PRESET_COST): each search and the retraining of its arch within these
+# wall times on an idle 2-core machine, the whole command (start-up and imports included), at the preset's fixed subset.
+TINY_TARGET_SECONDS = {'search': 20.0, 'train': 15.0}
+
+
+def tiny_costs(threads: Optional[int], smoke: bool = False) -> Dict[str, Any]:
+    """Wall time of the CLI's ``--preset tiny`` commands as a user runs them (a fresh process each): one search per
+    strategy, then ``train --arch`` on the DARTS search's folder (its dataset, digits). The load average before and
+    after says whether the machine was idle. ``smoke``: smaller sizes (seconds; not the preset's figures)."""
+    import os
+    import tempfile
+    import time
+    extra = ['--subset', '64', '--width', '4', '--limit-train-batches', '1'] if smoke else []
+    common = ['--no-progress-bar', *(['--threads', str(threads)] if threads else [])]
+    runs: Dict[str, Dict[str, Any]] = {}
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        commands = {f'search {s}': ['search', '--strategy', s, '--preset', 'tiny', *extra, *common, '--out',
+                                    str(Path(tmp, s))] for s in ('darts', 'pdarts', 'pcdarts')}
+        commands['train'] = ['train', '--arch', str(Path(tmp, 'darts')), '--preset', 'tiny', '--no-plots', *extra,
+                             *(['--test-subset', '64'] if smoke else []), *common, '--out', str(Path(tmp, 'train'))]
+        for name, args in commands.items():
+            start = time.time()
+            proc = subprocess.run([sys.executable, '-m', 'nni_darts_ext', *args], cwd=tmp, capture_output=True,
+                                  text=True, timeout=1800)
+            if proc.returncode != 0:
+                raise RuntimeError(f'python -m nni_darts_ext {" ".join(args)} failed: {proc.stderr[-2000:]}')
+            seconds = time.time() - start
+            target = TINY_TARGET_SECONDS[name.split()[0]]
+            runs[name] = dict(seconds=round(seconds, 1), target=target, within=seconds <= target)
+            print(f'tiny {name}: {seconds:.1f} s (target {target:g} s on an idle machine)', flush=True)
+    return dict(runs=runs, load_before=round(load_before, 2), load_after=round(os.getloadavg()[0], 2),
+                cores=os.cpu_count(), smoke=smoke,
+                method='`python -m nni_darts_ext search|train --preset tiny` in a fresh process each, wall time '
+                       'including start-up; 1-minute load average before and after')
 
 
 def groundtruth(path: Path, run_benchmark: bool, quick: bool = False) -> Dict[str, Any]:

@@ -10,6 +10,11 @@ from typing import Any
 
 __version__ = '0.2.0'
 
+# Quiet library use (issue 22): the known third-party warnings and NNI's training-service line, each by its text.
+from .quiet import install_library_filters as _install_library_filters  # noqa: E402
+
+_install_library_filters()
+
 _EXPORTS = {
     'space.genotype': ('DARTS_V1', 'DARTS_V2', 'PC_DARTS_CIFAR', 'PDARTS', 'Genotype', 'arch_to_genotype',
                        'genotype_to_arch', 'load_arch', 'save_arch', 'to_nni_hub_arch', 'from_nni_hub_arch'),

@@ -1,4 +1,4 @@
-"""``python -m nni_darts_ext {search,train,plot,prepare-data}``.
+"""``python -m nni_darts_ext {search,train,plot,prepare-data,examples}``.
 
 Startup stays fast: only the chosen command's module is imported (``--help`` and ``--version`` import neither torch
 nor NNI). Known third-party warnings and info lines are hidden unless ``--verbose`` (see :func:`quiet`).
@@ -9,52 +9,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ['main', 'build_parser', 'quiet', 'add_common_options', 'COMMANDS']
 
 _logger = logging.getLogger('nni_darts_ext')
 
-# (message regex, category) of warnings that third-party code prints on every run with this stack and that say
-# nothing about the user's run: NNI 3.0 inspecting torch classes it does not know, Lightning on newer torch.
-KNOWN_WARNINGS: Tuple[Tuple[str, type], ...] = (
-    (r".*is found to be not a nn\.Module, which is unexpected", RuntimeWarning),
-    (r".*isinstance\(treespec, LeafSpec\)` is deprecated", Warning),
-    (r".*Running trial code without runtime", RuntimeWarning),
-)
-# Lightning info lines at the start of every fit (accelerator inventory, advertisements) and NNI's note that our
-# data module replaces the evaluator's loaders (printed twice, by NNI's handler and the root one).
-KNOWN_INFO_LINES = ('GPU available:', 'TPU available:', 'HPU available:', 'IPU available:', '\U0001f4a1 Tip:',
-                    'Fit with datamodule.')
-_LIGHTNING_LOGGERS = ('pytorch_lightning.utilities.rank_zero', 'lightning_fabric.utilities.rank_zero',
-                      'lightning.pytorch.utilities.rank_zero', 'lightning.fabric.utilities.rank_zero',
-                      'nni.nas.evaluator.pytorch.lightning')
-
-
-class _DropKnownLines(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith(KNOWN_INFO_LINES)
-
-
-_FILTER = _DropKnownLines()
-
-
-def quiet(enabled: bool = True) -> None:
-    """Hide (``enabled``) the known third-party warnings and Lightning's inventory / tip lines; call it before the
-    imports that trigger them. ``quiet(False)`` shows them again."""
-    for logger_name in _LIGHTNING_LOGGERS:
-        logger = logging.getLogger(logger_name)
-        (logger.addFilter if enabled else logger.removeFilter)(_FILTER)
-    for message, category in KNOWN_WARNINGS:
-        if enabled:
-            warnings.filterwarnings('ignore', message=message, category=category)
-        else:  # drop our entries only
-            warnings.filters[:] = [f for f in warnings.filters
-                                   if not (f[0] == 'ignore' and f[1] is not None and f[1].pattern == message)]
+# The known third-party noise and how it is hidden live in quiet.py (library use shares them); kept importable here.
+from .quiet import KNOWN_INFO_LINES, KNOWN_WARNINGS, quiet  # noqa: E402,F401
 
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
@@ -170,6 +139,48 @@ def _run_groundtruth(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# --- examples ---------------------------------------------------------------------------------------------------------
+#: The nnictl configs shipped inside the package (nni_darts_ext/examples/, package data), for a pip-installed package.
+EXAMPLE_CONFIGS = ('darts.yml', 'pdarts.yml', 'pcdarts.yml')
+
+
+def _add_examples_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--out', default='.', help='folder to write the YAMLs into; it must hold no nni_darts_ext source '
+                                              '(default: the current folder)')
+    p.add_argument('--overwrite', action='store_true', help='replace YAMLs of the same name already there')
+
+
+def write_examples(out: 'str | os.PathLike[str]', overwrite: bool = False) -> List['Path']:
+    """Copy the shipped nnictl configs into ``out`` (created); returns the paths written. An existing file is
+    refused (``FileExistsError``) unless ``overwrite``."""
+    from importlib.resources import files
+    from pathlib import Path
+    folder = Path(out)
+    if (folder / 'nni_darts_ext').is_dir():
+        raise ValueError(f'{folder} holds a nni_darts_ext folder (a checkout?): trials started there would import it '
+                         'instead of the installed package; choose another --out')
+    targets = [folder / name for name in EXAMPLE_CONFIGS]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f'{", ".join(existing)} already exist(s); pass --overwrite to replace, or choose '
+                              'another --out')
+    folder.mkdir(parents=True, exist_ok=True)
+    shipped = files('nni_darts_ext') / 'examples'
+    for target in targets:
+        target.write_text(shipped.joinpath(target.name).read_text())
+    return targets
+
+
+def _run_examples(args: argparse.Namespace) -> int:
+    written = write_examples(args.out, overwrite=args.overwrite)
+    print(f'wrote {len(written)} nnictl configs (each trial is one search, --preset cpu, Fashion-MNIST):')
+    for path in written:
+        print(f'  {path}')
+    print('run one from this environment (its python and nnictl on the PATH), then watch http://localhost:8080:')
+    print(f'  nnictl create --config {written[-1]} --port 8080')
+    return 0
+
+
 #: name -> (help, add the options, run, takes --config/--threads)
 _Command = Tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], bool]
 COMMANDS: Dict[str, _Command] = {
@@ -179,6 +190,8 @@ COMMANDS: Dict[str, _Command] = {
     'prepare-data': ('unpack / install the offline datasets', _add_prepare_arguments, _run_prepare, False),
     'groundtruth': ('the NAS-Bench-201 ground-truth table: build, check, query', _add_groundtruth_arguments,
                     _run_groundtruth, False),
+    'examples': ('write the nnictl example configs (YAML) and print the nnictl line to run one',
+                 _add_examples_arguments, _run_examples, False),
 }
 
 

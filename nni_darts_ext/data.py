@@ -250,10 +250,11 @@ def _prepare_mnist(root: Path) -> None:
 
 
 def _cifar10_hint(root: Path) -> str:
-    return (f"No package ships CIFAR-10 offline. Download {_CIFAR10_URL} elsewhere and extract it so that "
-            f"{root / _CIFAR10_FOLDER} holds data_batch_1..5, test_batch and batches.meta "
-            f"(`tar xzf {_CIFAR10_ARCHIVE} -C {root}`), or put {_CIFAR10_ARCHIVE} itself in {root}; "
-            f"with internet access pass download=True instead.")
+    return (f"With internet access: `python -m nni_darts_ext prepare-data cifar10 --download --data-dir {root}` (or add "
+            f"--download to search / train). Offline: no package ships CIFAR-10; download {_CIFAR10_URL} elsewhere "
+            f"and put {_CIFAR10_ARCHIVE} in {root} (its MD5 is checked) or extract it there "
+            f"(`tar xzf {_CIFAR10_ARCHIVE} -C {root}`: {root / _CIFAR10_FOLDER} holds data_batch_1..5, test_batch and "
+            f"batches.meta), or pass --data-dir (nnictl: data_dir) naming the folder that holds {_CIFAR10_FOLDER}/.")
 
 
 def _prepare_cifar10(root: Path, download: bool) -> None:

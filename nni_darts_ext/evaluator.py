@@ -70,8 +70,11 @@ class DartsClassification(Lightning):
                  val_dataloaders: Any = None, datamodule: Any = None, recipe: str = 'darts', **trainer_kwargs: Any):
         module = DartsWeightModule(num_classes, learning_rate, momentum, weight_decay, learning_rate_min,
                                    recipe=recipe)
-        super().__init__(module, Trainer(**trainer_kwargs), train_dataloaders=train_dataloaders,
-                         val_dataloaders=val_dataloaders, datamodule=datamodule)
+        from .quiet import during_search
+        with during_search():  # no Lightning inventory / tip lines at the user's evaluator line (issue 22)
+            trainer = Trainer(**trainer_kwargs)
+        super().__init__(module, trainer, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders,
+                         datamodule=datamodule)
 
 
 def search_evaluator(dataset: str = 'fashion-mnist', *, recipe: str = 'darts', batch_size: Optional[int] = None,

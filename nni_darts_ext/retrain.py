@@ -12,7 +12,8 @@ Outputs in ``out``: ``summary.json`` and ``summary.txt`` (one line), the cell pi
 (one per epoch plus ``last.ckpt``; a new call with the same ``out`` resumes from ``last.ckpt``).
 
 CLI: ``python -m nni_darts_ext train --arch ARCH.json | --genotype DARTS_V2 --dataset fashion-mnist --out DIR
-[--preset small]``.
+[--preset cpu]``. The presets have the names of ``search``'s (``small`` is an alias of ``cpu``), and the dataset is,
+in order: the one given, the search's (an arch from a search folder: ``summary.json`` beside it), the preset's.
 """
 from __future__ import annotations
 
@@ -35,12 +36,15 @@ from pytorch_lightning.callbacks import Timer
 
 from . import accel
 from .data import DartsDataModule, DatasetInfo, get_info
+from .search import PRESET_ALIASES, preset_cost_line, preset_help
+from .search import PRESETS as SEARCH_PRESETS
 from .space.genotype import (OUR_FORMAT, Genotype, arch_to_genotype, genotype_from_name, genotype_to_arch, load_arch,
                              save_arch, to_arch_format, validate_arch)
 from .space.network import DartsCellSpace
 from .space.ops import OPS
 
-__all__ = ['RetrainConfig', 'RetrainModule', 'RetrainResult', 'PRESETS', 'resolve_arch', 'build_model',
+__all__ = ['RetrainConfig', 'RetrainModule', 'RetrainResult', 'PRESETS', 'resolve_arch', 'search_dataset',
+           'resolve_dataset', 'build_model',
            'count_parameters', 'count_flops', 'retrain', 'add_arguments', 'run', 'TrainCommand', 'train_settings']
 
 _logger = logging.getLogger(__name__)
@@ -100,16 +104,54 @@ class RetrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+# The names are search.PRESETS' (``small`` is an alias of ``cpu``: search.PRESET_ALIASES), and so is each preset's
+# dataset (search.PRESETS[name]['dataset']).
 PRESETS: Dict[str, Dict[str, Any]] = {
     # The DARTS evaluation recipe (1.5 GPU-days on CIFAR-10).
     'reference': {},
     # Minutes on 2 CPU cores (Fashion-MNIST 28x28): 5 cells of C=8 (the search's cpu preset size; 5 M mult-adds),
     # 6,000 training images, 5 epochs, no cutout (16 px is tuned for 600 CIFAR epochs), auxiliary head and the
     # drop-path ramp kept; the full test set at the end.
-    'small': dict(width=8, cells=5, epochs=5, batch_size=64, subset=6000, cutout=0, val_every_n_epochs=0),
+    'cpu': dict(width=8, cells=5, epochs=5, batch_size=64, subset=6000, cutout=0, val_every_n_epochs=0),
     # Seconds: smoke runs and tests.
-    'tiny': dict(width=8, cells=3, epochs=1, batch_size=32, subset=256, cutout=0, val_every_n_epochs=0),
+    # test_subset: 1,000 test images, not Fashion-MNIST's 10,000 (testing took 42 of a tiny run's 56 s, issue 22).
+    'tiny': dict(width=8, cells=3, epochs=1, batch_size=32, subset=256, test_subset=1000, cutout=0,
+                 val_every_n_epochs=0),
 }
+
+
+def _preset(name: Optional[str]) -> str:
+    from .search import preset_name
+    return preset_name(name)
+
+
+def search_dataset(source: Any) -> Optional[Tuple[str, Path]]:
+    """``(dataset, summary.json)`` of the run an arch comes from: ``source`` a run folder, its ``summary.json``, or
+    an arch file with a ``summary.json`` beside it (a search's or a retraining's); ``None`` for anything else."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    path = Path(source)
+    summary = (path / 'summary.json' if path.is_dir() else
+               path if path.name == 'summary.json' else path.with_name('summary.json'))
+    if not summary.is_file():
+        return None
+    try:
+        dataset = json.loads(summary.read_text()).get('dataset')
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (dataset, summary) if isinstance(dataset, str) else None
+
+
+def resolve_dataset(source: Any, dataset: Optional[str], preset: Optional[str]) -> Tuple[str, str]:
+    """``(dataset, where it comes from)``: the one given, else the search's of ``source``
+    (:func:`search_dataset`), else the preset's (``search.PRESETS``)."""
+    if dataset is not None:
+        return dataset, 'given'
+    found = search_dataset(source)
+    if found is not None:
+        return found[0], f'the dataset of the run in {found[1].parent} ({found[1].name}); --dataset overrides it'
+    name = _preset(preset)
+    return SEARCH_PRESETS[name]['dataset'], f'the {name} preset\'s dataset; --dataset overrides it'
 
 
 # --- the model -----------------------------------------------------------------------------------------------------
@@ -121,6 +163,11 @@ def resolve_arch(source: ArchSource) -> Tuple[Dict[str, Any], Genotype, str]:
     if isinstance(source, Mapping):
         return to_arch_format(dict(source), OUR_FORMAT), arch_to_genotype(dict(source)), 'arch dict'
     path = Path(source)
+    if path.is_dir():  # a search (or retraining) folder: its arch.json
+        if not (path / 'arch.json').is_file():
+            raise FileNotFoundError(f'{str(source)!r} is a folder without arch.json; pass the arch file, or the '
+                                    'folder of a finished search.')
+        path = path / 'arch.json'
     if path.is_file():
         arch = load_arch(path)  # the genotype keeps a hub arch's slot order; the arch dict is converted to ours
         return to_arch_format(arch, OUR_FORMAT), arch_to_genotype(arch), str(path)
@@ -200,6 +247,8 @@ class RetrainModule(pl.LightningModule):
     def objective(self, batch: Any) -> Dict[str, torch.Tensor]:
         """The loss terms of a batch; the auxiliary term only exists while the model is in training mode."""
         x, y = batch
+        if self._channels_last and x.dim() == 4:  # here, not in on_after_batch_transfer: the data module's hook
+            x = x.contiguous(memory_format=torch.channels_last)  # would make Lightning warn on every run
         logits = self.model(x)
         ce = F.cross_entropy(logits, y)
         out = {'logits': logits, 'ce': ce, 'loss': ce}
@@ -238,12 +287,6 @@ class RetrainModule(pl.LightningModule):
         self._channels_last = auto if self.config.channels_last is None else self.config.channels_last
         if self._channels_last:
             self.model.to(memory_format=torch.channels_last)
-
-    def on_after_batch_transfer(self, batch, dataloader_idx):
-        x, y = batch
-        if self._channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
 
     def on_train_epoch_start(self):
         # DARTS train.py: model.drop_path_prob = args.drop_path_prob * epoch / args.epochs (0 in the first epoch)
@@ -337,12 +380,12 @@ def _resume_point(out: Path, arch: Dict[str, Any], dataset: str, config: Retrain
     return last, int(saved.get('epoch', -1)) + 1
 
 
-def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist',
+def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo, None] = None,
             out: Union[str, Path] = 'runs/retrain', *, preset: Optional[str] = None,
             config: Optional[RetrainConfig] = None, resume: bool = True, overwrite: bool = False,
             train_loader: Any = None, test_loader: Any = None, callbacks: Sequence[pl.Callback] = (),
             data_dir: Optional[str] = None, progress_bar: Optional[bool] = None, plots: bool = True,
-            **overrides: Any) -> RetrainResult:
+            download: bool = False, **overrides: Any) -> RetrainResult:
     """Train ``arch`` from scratch on ``dataset`` and write the outputs of the module docstring into ``out``.
 
     Parameters
@@ -351,6 +394,8 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
         Arch dict, ``Genotype``, published genotype name (``'DARTS_V2'``) or arch / search-summary JSON file.
     dataset
         Dataset name (:func:`nni_darts_ext.data.get_info`) or ``DatasetInfo``; sets the network's input/output.
+        ``None``: the dataset of the search ``arch`` comes from (a run folder, or an arch file beside its
+        ``summary.json``), else the preset's (:func:`resolve_dataset`; logged).
     preset, config, overrides
         The recipe: ``config`` (default :class:`RetrainConfig`, the DARTS recipe), then ``PRESETS[preset]``, then
         keyword overrides (``epochs=3`` ...); unknown keys raise ``ValueError``.
@@ -366,16 +411,25 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
         Extra Lightning callbacks.
     progress_bar
         The Lightning progress bar; ``None``: only when stderr is a terminal. Without it, one log line per epoch.
+    download
+        Let torchvision download CIFAR-10 into ``data_dir`` when it is not there (needs internet).
 
     Returns
     -------
     RetrainResult
     """
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f'preset={preset!r} is invalid; allowed: {list(PRESETS)}.')
-    config = (config or RetrainConfig()).replace(**{**PRESETS[preset or 'reference'], **overrides})
+    preset = _preset(preset)
+    config = (config or RetrainConfig()).replace(**{**PRESETS[preset], **overrides})
+    _logger.info(preset_cost_line('train', preset))
+    if not isinstance(dataset, DatasetInfo):
+        dataset, origin = resolve_dataset(arch, dataset, preset)
+        if origin != 'given':
+            _logger.info('dataset %s: %s', dataset, origin)
     arch, genotype, source = resolve_arch(arch)
     info = get_info(dataset)
+    if download:  # torchvision's download (CIFAR-10) into the data root, before anything is written
+        from .data import prepare_data
+        prepare_data(data_dir, (info.name,), download=True)
     out = Path(out)
     from . import rundir
     folder = rundir.check_run_folder(out, resume='auto' if resume else False, overwrite=overwrite, command='train')
@@ -500,20 +554,27 @@ class TrainCommand:
     where, and how to run. Each field is an option and a ``--config`` key (:mod:`nni_darts_ext.options`)."""
 
     arch: Optional[str] = field(default=None, metadata={
-        'help': 'arch JSON file (arch.json or summary.json of a search; ours or NNI hub DARTS labels)'})
+        'help': 'arch JSON file (arch.json or summary.json of a search; ours or NNI hub DARTS labels), or a search '
+                'folder'})
     genotype: Optional[str] = field(default=None, metadata={
         'help': 'published genotype: DARTS_V1, DARTS_V2, PDARTS, PC_DARTS_CIFAR'})
-    dataset: str = field(default='fashion-mnist', metadata={'help': 'fashion-mnist | mnist | cifar10 | digits'})
+    dataset: Optional[str] = field(default=None, metadata={
+        'help': 'fashion-mnist | mnist | cifar10 | digits (default: the search\'s, for an arch from a search folder; '
+                'else the preset\'s: ' + ', '.join(f'{name} {p["dataset"]}' for name, p in SEARCH_PRESETS.items())
+                + ')'})
     out: str = field(default='runs/retrain', metadata={'help': 'output folder (resumes from its last.ckpt)'})
     preset: Optional[str] = field(default=None, metadata={
-        'choices': tuple(PRESETS), 'help': 'reference: the DARTS recipe; small: minutes on 2 CPU cores; tiny: seconds;'
-                                           ' explicit options win over it'})
+        'choices': (*PRESETS, *PRESET_ALIASES), 'help': preset_help(
+            'train', 'reference: the DARTS recipe (GPU scale); cpu (alias: small): minutes on 2 CPU cores; tiny: '
+                     'seconds; the same names as search; explicit options win over it (default: reference).')})
     resume: bool = field(default=True, metadata={
         'help': 'continue from out/checkpoints/last.ckpt; --no-resume: --out must hold no run (or pass --overwrite)'})
     overwrite: bool = field(default=False, metadata={
         'help': 'delete the run already in --out (results, checkpoints, logs) and start a new one'})
     plots: bool = field(default=True, metadata={'help': 'draw the cells'})
     data_dir: Optional[str] = field(default=None, metadata={'help': 'dataset root'})
+    download: bool = field(default=False, metadata={
+        'help': 'let torchvision download CIFAR-10 into --data-dir when it is not there (needs internet)'})
     progress_bar: Optional[bool] = field(default=None, metadata={
         'help': 'the Lightning progress bar (default: only on a terminal; else one log line per epoch)'})
 
@@ -545,10 +606,7 @@ def run(args: argparse.Namespace) -> int:
     command, overrides, config = train_settings(args)
     threads = _threads(args, config)
     if getattr(args, 'print_config', False):
-        preset = command['preset']
-        if preset is not None and preset not in PRESETS:
-            raise ValueError(f'preset={preset!r} is invalid; allowed: {list(PRESETS)}.')
-        recipe = RetrainConfig().replace(**{**PRESETS[preset or 'reference'], **overrides})
+        recipe = RetrainConfig().replace(**{**PRESETS[_preset(command['preset'])], **overrides})
         print(dump_config({**{k: v for k, v in command.items() if v is not None}, **dataclasses.asdict(recipe),
                            'threads': threads}), end='')
         return 0

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 if TYPE_CHECKING:  # the settings import without torch/NNI (fast --help); the functions import them
     from .space.network import DartsCellSpace
 
-__all__ = ['SearchSettings', 'SearchResult', 'PRESETS', 'STRATEGIES', 'build_strategy', 'build_space', 'run_search']
+__all__ = ['SearchSettings', 'SearchResult', 'PRESETS', 'PRESET_ALIASES', 'preset_name', 'STRATEGIES', 'build_strategy', 'build_space', 'run_search']
 
 _logger = logging.getLogger(__name__)
 
@@ -56,19 +56,82 @@ MAX_SCALED_ARC_LR = 0.3
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     # The papers' search settings (CIFAR-10 scale; a GPU job).
-    'reference': dict(width=16, cells=8, epochs=50, subset=None, k=4, stage_cells=(5, 11, 17), stage_epochs=25),
+    # The papers' data: CIFAR-10 (python -m nni_darts_ext prepare-data cifar10 --download, or --download here).
+    'reference': dict(dataset='cifar10', width=16, cells=8, epochs=50, subset=None, k=4,
+                      stage_cells=(5, 11, 17), stage_epochs=25),
     # Minutes on 2 CPU cores: C=8, 5 cells, 2,000 28x28 images. Batch 32 (not 64): a step costs 0.6x as much
     # on this CPU, so the same time buys 1.6x the α steps; the weight lr is DARTS' 0.025 for every strategy
     # (PC-DARTS' 0.1 goes with its batch 256). α's lr is scaled (REFERENCE_ARC_STEPS) and a third of the epochs
     # warm the weights up (SHORT_SEARCH_WARMUP_FRACTION).
     # K=2 for PC-DARTS: at C=8, K=4 would leave 2 channels per op; K=2 keeps the reference's 4 (C=16, K=4).
     # P-DARTS: 3 epochs per stage (1 weight-only) so that each stage has as many α steps as the others' search.
-    'cpu': dict(width=8, cells=5, epochs=3, subset=2000, batch_size=32, learning_rate=0.025, k=2,
+    'cpu': dict(dataset='fashion-mnist', width=8, cells=5, epochs=3, subset=2000, batch_size=32, learning_rate=0.025, k=2,
                 stage_cells=(3, 4, 5), stage_epochs=3),
     # Seconds: for tests and smoke runs.
     'tiny': dict(dataset='digits', width=8, cells=3, epochs=1, subset=256, batch_size=32, k=4, stage_cells=(3, 4, 5),
                  stage_epochs=1),
 }
+
+
+#: What each preset costs, per command: the expected wall time on 2 CPU cores and on one GPU, as measured (the
+#: sources are named; "not measured" where no measurement exists). ``--help`` and the first log line of a run show it.
+PRESET_COST: Dict[str, Dict[str, str]] = {
+    'search': {
+        # benchmarks/README: order 1 at the reference size 18.6 s per step on 2 cores x 50 epochs x 391 steps = 101 h;
+        # one GPU: no search was timed on a GPU yet (benchmarks/gpu.py measures it), so the papers' figures.
+        'reference': 'about 4 days on 2 CPU cores (DARTS order 1: 19,550 steps at 18.6 s, benchmarks); one GPU: not '
+                     'measured here, the papers report 1.5 GPU-days (DARTS order 1), 4 (order 2), 0.3 (P-DARTS), '
+                     '0.1 (PC-DARTS) on a GTX 1080Ti',
+        # README command 1 (DARTS order 2), 4 interleaved runs on an idle 2-core machine, 2026-12-04
+        'cpu': 'about 5 min on 2 idle CPU cores (DARTS order 2: 5 min 0-11 s; several times that on a loaded '
+               'machine); a GPU is not needed',
+        # idle: issue 22's measurement (10-18 s per search); loaded (load 10 on 2 cores, --threads 1):
+        # benchmarks/results_tiny.md, `python -m benchmarks tiny` (DARTS 19 s, P-DARTS 31 s, PC-DARTS 21 s)
+        'tiny': 'seconds: 10-20 s on 2 idle CPU cores (P-DARTS 31 s on a loaded machine with --threads 1, minutes '
+                'with more threads than free cores); for tests and smoke runs',
+    },
+    'train': {
+        # README "Retraining": 0.146 s per step on an H200, 76 s per CIFAR-10 epoch x 600 epochs
+        'reference': 'about 13 h on one H200 GPU (600 epochs at 76 s, benchmarks); weeks on 2 CPU cores',
+        'cpu': 'about 5 min on 2 idle CPU cores (DARTS_V2 on Fashion-MNIST, 5 epochs); a GPU is not needed',
+        # idle: issue 22's measurement (14 s); loaded: benchmarks/results_tiny.md (17 s at load 10, --threads 1)
+        'tiny': 'seconds: about 15 s on 2 idle CPU cores (17 s on a loaded machine with --threads 1); for tests and '
+                'smoke runs',
+    },
+}
+
+
+def preset_cost_line(command: str, preset: Optional[str]) -> str:
+    """The first log line of a ``search`` / ``train`` run: the preset, its cost, and for ``reference`` (the
+    default) that it is the GPU-scale setting and which preset runs in minutes on a CPU."""
+    name = preset_name(preset)
+    line = f'preset {name}: {PRESET_COST[command][name]}'
+    if name == 'reference':
+        line += ("; this is the papers' GPU-scale setting (the default): --preset cpu runs in minutes on a CPU, "
+                 '--preset tiny in seconds')
+    return line
+
+
+def preset_help(command: str, head: str) -> str:
+    """The ``--preset`` help of ``command``: ``head``, then each preset's expected wall time."""
+    return head + ' Expected wall time: ' + '; '.join(f'{name}: {cost}'
+                                                      for name, cost in PRESET_COST[command].items()) + '.'
+
+
+#: Older preset names, kept working: ``train --preset small`` was the CPU preset before both commands shared names.
+PRESET_ALIASES: Dict[str, str] = {'small': 'cpu'}
+
+
+def preset_name(name: Optional[str]) -> str:
+    """The canonical preset of ``name`` (``None``: ``reference``; an alias: its preset); ``ValueError`` naming the
+    allowed ones otherwise. ``search`` and ``train`` share the names (and each preset's dataset)."""
+    if name is None:
+        return 'reference'
+    name = PRESET_ALIASES.get(name, name)
+    if name not in PRESETS:
+        raise ValueError(f'preset={name!r} is invalid; allowed: {list(PRESETS)} (alias: '
+                         + ', '.join(f'{old} = {new}' for old, new in PRESET_ALIASES.items()) + ').')
+    return name
 
 
 def preset_defaults_help() -> Dict[str, str]:
@@ -121,9 +184,12 @@ class SearchSettings:
     strategy: str = _opt('darts', choices=STRATEGIES)
     order: int = _opt(1, 'DARTS order (1: xi = 0; 2: unrolled)', choices=(1, 2))
     dataset: Optional[str] = _opt(None, 'fashion-mnist | mnist | cifar10 | digits; an explicit one wins over the '
-                                        'preset\'s (default: the preset\'s, else fashion-mnist)')
-    preset: Optional[str] = _opt(None, 'reference: the papers\' settings (GPU scale); cpu: minutes on 2 cores; '
-                                       'tiny: seconds (default: reference)', choices=tuple(PRESETS))
+                                        'preset\'s (default: the preset\'s: ' + ', '.join(
+                                            f'{name} {p["dataset"]}' for name, p in PRESETS.items()) + ')')
+    preset: Optional[str] = _opt(None, preset_help('search', 'reference: the papers\' settings (GPU scale); cpu: '
+                                                             'minutes on 2 cores; tiny: seconds (default: '
+                                                             'reference).'),
+                                 choices=(*PRESETS, *PRESET_ALIASES))
     subset: Optional[int] = _opt(None, 'use a seeded random subset of the training set')
     epochs: Optional[int] = _opt(None, 'search epochs (P-DARTS: per stage)')
     batch_size: Optional[int] = None
@@ -148,6 +214,8 @@ class SearchSettings:
     limit_train_batches: Optional[int] = _opt(None, 'at most this many batches per epoch (default: all)')
     num_workers: int = _opt(0, 'data loader worker processes')
     data_dir: Optional[str] = _opt(None, 'dataset root (default $NNI_DARTS_EXT_DATA or ~/.cache)')
+    download: bool = _opt(False, 'let torchvision download CIFAR-10 into --data-dir when it is not there (needs '
+                                 'internet; the same as prepare-data cifar10 --download first)')
     out: str = _opt('runs/search', 'output folder')
     progress_bar: Optional[bool] = _opt(None, 'the Lightning progress bar (default: only on a terminal)')
     accelerator: str = _opt('auto', 'Lightning accelerator (cpu, gpu, auto); on a GPU also cudnn.benchmark and '
@@ -169,10 +237,10 @@ class SearchSettings:
         """Fill the ``None`` fields from the preset and the strategy's reference recipe."""
         if self.strategy not in STRATEGIES:
             raise ValueError(f'strategy={self.strategy!r} is invalid; allowed: {list(STRATEGIES)}.')
-        if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f'preset={self.preset!r} is invalid; allowed: {list(PRESETS)}.')
         values = dataclasses.asdict(self)
-        preset = dict(PRESETS[self.preset or 'reference'])
+        if self.preset is not None:
+            values['preset'] = preset_name(self.preset)
+        preset = dict(PRESETS[preset_name(self.preset)])
         if self.strategy == 'pdarts':
             preset['epochs'] = preset.pop('stage_epochs')
         else:
@@ -185,7 +253,7 @@ class SearchSettings:
             values['dataset'] = 'fashion-mnist'
         if values['progress_bar'] is None:
             values['progress_bar'] = _on_terminal()
-        short = (self.preset or 'reference') != 'reference'
+        short = preset_name(self.preset) != 'reference'
         if values['warmup_epochs'] is None:
             # half-up rounding, and always at least one epoch that trains the architecture
             fraction = max(WARMUP_FRACTION[self.strategy], SHORT_SEARCH_WARMUP_FRACTION if short else 0.0)
@@ -312,7 +380,7 @@ def _callbacks(out: Path, extra: Sequence[Any]) -> List[Any]:
 
 
 # Settings that may differ between a search and its resumption (issue #12).
-RESUME_FREE_SETTINGS = ('out', 'progress_bar', 'num_workers', 'data_dir')
+RESUME_FREE_SETTINGS = ('out', 'progress_bar', 'num_workers', 'data_dir', 'download')
 
 
 def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resume: Any = False,
@@ -334,12 +402,15 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     from .data import get_info
     from .evaluator import search_evaluator
     from .guards import DivergenceGuard
-    from .oneshot.decision import decision_summary, describe_decision, edge_products
+    from .oneshot.decision import at_chance, decision_summary, describe_decision, edge_products
     from .space.genotype import arch_to_genotype, save_arch
     from .oneshot.distributed import is_rank_zero
 
     settings = settings.resolved()
     get_info(settings.dataset)  # unknown names fail before anything is written
+    if settings.download:  # torchvision's download (CIFAR-10) into the data root, before anything is written
+        from .data import prepare_data
+        prepare_data(settings.data_dir, (settings.dataset,), download=True)
     out = Path(settings.out)
     folder = rundir.check_run_folder(out, resume=resume, overwrite=overwrite)
     record = _resume_check(folder, settings)
@@ -371,6 +442,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
         strategy.run_dir, strategy.run_settings = out, record
     if folder.resume_from is not None:  # the run's own checkpoint holds NNI objects (labels), not only tensors
         evaluator.fit_kwargs['weights_only'] = False
+    _logger.info(preset_cost_line('search', settings.preset))
     _logger.info('search: %s', settings)
     start = time.time()
     strategy.initialize(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
@@ -406,7 +478,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     probs = export_probs(module)
     decision = decision_summary(probs)
     extra = {**dict(getattr(strategy, 'result_extra', {}) or {}), 'probs': probs, 'decision': decision,
-             'decision_text': describe_decision(decision)}
+             'decision_text': describe_decision(decision, val_acc, get_info(settings.dataset).num_classes)}
     products = edge_products(probs)
     if products:
         extra['edge_products'] = products
@@ -415,7 +487,9 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
                           history=[{**h, 'genotype': str(h.get('genotype'))} for h in history], extra=extra)
     if not is_rank_zero():  # under DDP every rank holds the same α; only rank 0 writes
         return result
-    (_logger.info if all(c['decided'] for c in decision.values()) else _logger.warning)(
+    meaningful = all(c['decided'] for c in decision.values()) and not at_chance(
+        val_acc, get_info(settings.dataset).num_classes)
+    (_logger.info if meaningful else _logger.warning)(
         'search: %s', extra['decision_text'])
     if settings.retrain_epochs > 0:
         extra['retrain'] = retrain_derived(settings, arch)

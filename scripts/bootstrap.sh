@@ -21,7 +21,10 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import nni_darts_ext, pytest, torchvision" >/dev/null 2>&1; then
+# (re)install when something is missing, or when setuptools is outside pyproject.toml's range (no pkg_resources, or
+# one that warns on every nnictl call, or peewee 4, whose playhouse lacks what nni.nas.benchmark imports)
+if ! .venv/bin/python -W error::UserWarning -c "import nni_darts_ext, pytest, torchvision, pkg_resources, playhouse.sqlite_ext" \
+    >/dev/null 2>&1; then
   .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
 fi
 .venv/bin/python -m nni_darts_ext prepare-data >/dev/null

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_FILES = ('nni_darts_ext', 'pyproject.toml', 'README.md', 'LICENSE', 'NOTICE')
+PACKAGE_FILES = ('nni_darts_ext', 'pyproject.toml', 'setup.py', 'README.md', 'LICENSE', 'NOTICE')
 _CACHE: Dict[str, Any] = {}
 
 

@@ -80,7 +80,7 @@ def test_explicit_dataset_wins_over_the_preset():
     assert SearchSettings(preset='tiny').resolved().dataset == 'digits'
     assert SearchSettings(dataset='fashion-mnist', preset='tiny').resolved().dataset == 'fashion-mnist'
     assert parse_search(['--dataset', 'fashion-mnist', '--preset', 'tiny']).resolved().dataset == 'fashion-mnist'
-    assert SearchSettings().resolved().dataset == 'fashion-mnist'
+    assert SearchSettings().resolved().dataset == 'cifar10'  # the reference preset: the papers' data (issue 22)
 
 
 def test_config_file_then_command_line_and_print_config_round_trip(tmp_path, capsys):
@@ -138,3 +138,38 @@ def test_quiet_by_default_plain_epoch_lines_off_a_terminal_and_verbose(tmp_path)
     loud = run_module(*args, '--out', str(tmp_path / 'v'), '--verbose', cwd=tmp_path)
     assert loud.returncode == 0, loud.stderr
     assert 'is found to be not a nn.Module' in loud.stderr and 'GPU available' in loud.stderr
+
+
+def test_examples_writes_the_shipped_nnictl_configs_and_the_line_to_run(tmp_path, capsys):
+    out = tmp_path / 'exp'
+    assert main(['examples', '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in ('darts', 'pdarts', 'pcdarts'):  # the same files as examples/installed/ of a checkout
+        assert (out / f'{name}.yml').read_text() == (ROOT / 'examples' / 'installed' / f'{name}.yml').read_text()
+        assert str(out / f'{name}.yml') in printed
+    assert f'nnictl create --config {out / "pcdarts.yml"} --port 8080' in printed
+    # a second run does not overwrite silently; --overwrite does
+    assert main(['examples', '--out', str(out)]) == 2
+    assert 'already exist(s); pass --overwrite to replace' in capsys.readouterr().err
+    assert main(['examples', '--out', str(out), '--overwrite']) == 0
+    # a checkout's root would make the trials import the checkout
+    assert main(['examples', '--out', str(ROOT)]) == 2
+    assert 'holds a nni_darts_ext folder (a checkout?)' in capsys.readouterr().err
+
+
+def test_help_and_first_log_line_say_what_each_preset_costs(capsys):
+    """Issue 22: --help gives every preset's expected wall time (2 CPU cores, one GPU); the default, reference, says
+    at start that it is the GPU-scale setting."""
+    from nni_darts_ext.search import PRESET_COST, preset_cost_line
+    for command in ('search', 'train'):
+        with pytest.raises(SystemExit):
+            main([command, '--help'])
+        text = ' '.join(capsys.readouterr().out.split())
+        assert 'Expected wall time: reference: about ' in text
+        for preset, cost in PRESET_COST[command].items():
+            assert f'{preset}: {cost}' in text
+    assert 'one GPU' in PRESET_COST['search']['reference'] and 'H200' in PRESET_COST['train']['reference']
+    assert preset_cost_line('search', None) == (
+        f"preset reference: {PRESET_COST['search']['reference']}; this is the papers' GPU-scale setting (the "
+        'default): --preset cpu runs in minutes on a CPU, --preset tiny in seconds')
+    assert preset_cost_line('train', 'small').startswith('preset cpu: about 5 min on 2 idle CPU cores')

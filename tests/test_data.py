@@ -265,7 +265,11 @@ def test_missing_cifar10(tmp_path: Path) -> None:
         load_dataset("cifar10", root=tmp_path)
     assert isinstance(err.value, FileNotFoundError)
     assert str(tmp_path / "cifar-10-batches-py") in str(err.value)
-    assert "download=True" in str(err.value)
+    # issue 22: the real download command and --data-dir, not a keyword no command accepts
+    assert "download=True" not in str(err.value)
+    assert (f"With internet access: `python -m nni_darts_ext prepare-data cifar10 --download --data-dir {tmp_path}` "
+            "(or add --download to search / train)") in str(err.value)
+    assert "or pass --data-dir (nnictl: data_dir) naming the folder that holds cifar-10-batches-py/." in str(err.value)
     with pytest.raises(DatasetNotFoundError, match="cifar-10-batches-py"):
         prepare_data(tmp_path, names=["cifar10"])
     e = pickle.loads(pickle.dumps(err.value))
@@ -350,7 +354,7 @@ def test_corrupt_cifar10(tmp_path: Path) -> None:
     (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"not a tarball")
     with pytest.raises(DatasetNotFoundError, match="cifar-10-python.tar.gz is corrupted .*MD5") as err:
         prepare_data(tmp_path, names=["cifar10"])
-    assert err.value.name == "cifar10" and "download=True" in str(err.value)
+    assert err.value.name == "cifar10" and "prepare-data cifar10 --download" in str(err.value)
     assert not (tmp_path / "cifar-10-batches-py").exists()
     (tmp_path / "cifar-10-python.tar.gz").unlink()
     (tmp_path / "cifar-10-batches-py").mkdir()  # the folder without its batches

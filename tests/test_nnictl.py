@@ -123,24 +123,34 @@ def test_nnictl_bad_parameter_fails_the_trial_with_its_reason(experiments):
 
 @pytest.mark.slow
 def test_nnictl_from_a_pip_installed_package(tmp_path_factory):
-    """examples/installed/darts.yml run by the nnictl of a venv the wheel was pip-installed into: the trial runs
-    that venv's ``python`` and imports the installed package, although its code folder lies inside this checkout."""
-    from _wheel import installed_venv
+    """The pip user's path (issue 22): in a venv the wheel was pip-installed into, ``nnictl --help`` prints no
+    warning, ``python -m nni_darts_ext examples --out exp`` writes the shipped YAMLs, and ``nnictl create`` with the
+    written pcdarts.yml (tiny preset) runs a trial to SUCCEEDED with that venv's ``python`` and installed package."""
+    from _wheel import clean_env, installed_venv
     _, venv = installed_venv(tmp_path_factory)
     tmp = tmp_path_factory.mktemp('nnictl_installed')
-    config = yaml.safe_load((ROOT / 'examples' / 'installed' / 'darts.yml').read_text())
-    command = config['trialCommand'].replace('--preset cpu --threads 1', TINY_ARGS)
-    assert command.startswith('python -m nni_darts_ext.trial --strategy darts') and '--subset 64' in command
-    config.update(experimentName=f'nni_darts_ext installed {tmp.name}',
-                  searchSpace={k: {'_type': 'choice', '_value': [v]} for k, v in (('seed', 0), ('epochs', 1))},
-                  trialCommand=command, trialCodeDirectory=str(ROOT / 'examples' / 'installed'),
-                  trialConcurrency=1, maxTrialNumber=1, maxExperimentDuration='10m', maxTrialDuration='5m',
-                  experimentWorkingDirectory=str(tmp / 'experiments'))
-    path = tmp / 'config.yml'
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
     python = venv / 'bin' / 'python'
-    exp = Experiment(tmp, path, nnictl=[str(python), '-c', 'from nni.tools.nnictl.nnictl import parse_args; '
-                                                            'parse_args()'], path_first=venv / 'bin')
+    # the code of the `nnictl` script NNI installs (its console entry point), run by the venv's python
+    nnictl = [str(python), '-c', 'import sys; from nni.tools.nnictl.nnictl import parse_args; sys.exit(parse_args())']
+    env = {**clean_env(), 'PATH': os.pathsep.join([str(venv / 'bin'), os.environ.get('PATH', '')])}
+    help_ = subprocess.run([*nnictl, '--help'], env=env, cwd=tmp, capture_output=True, text=True, timeout=120)
+    assert help_.returncode == 0 and 'nnictl' in help_.stdout, help_.stderr
+    assert 'Warning' not in help_.stderr and 'pkg_resources' not in help_.stderr, help_.stderr
+    written = subprocess.run([str(python), '-m', 'nni_darts_ext', 'examples', '--out', 'exp'], env=env, cwd=tmp,
+                             capture_output=True, text=True, timeout=120)
+    assert written.returncode == 0, written.stderr
+    assert 'nnictl create --config exp/pcdarts.yml --port 8080' in written.stdout
+    path = tmp / 'exp' / 'pcdarts.yml'
+    config = yaml.safe_load(path.read_text())
+    assert config['trialCodeDirectory'] == '.'  # the written file's folder: no source, the installed package runs
+    command = config['trialCommand'].replace('--preset cpu --threads 1', TINY_ARGS)
+    assert command.startswith('python -m nni_darts_ext.trial --strategy pcdarts') and '--subset 64' in command
+    config.update(experimentName=f'nni_darts_ext installed {tmp.name}',
+                  searchSpace={k: {'_type': 'choice', '_value': [v]} for k, v in (('seed', 0), ('k', 2))},
+                  trialCommand=command, trialConcurrency=1, maxTrialNumber=1, maxExperimentDuration='10m',
+                  maxTrialDuration='5m', experimentWorkingDirectory=str(tmp / 'experiments'))
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    exp = Experiment(tmp, path, nnictl=nnictl, path_first=venv / 'bin')
     try:
         exp.start()
         assert wait_done(exp.port, 300) == 'DONE'

@@ -46,7 +46,10 @@ def test_every_third_party_import_is_declared():
             if line and not line.startswith('#')}
     assert declared <= {p.replace('_', '-') for p in pins} | pins
     assert not any('==' in r for r in meta['dependencies']), 'exact pins belong in constraints.txt'
-    assert 'setuptools<81' not in meta['dependencies'] and 'setuptools<81' in meta['optional-dependencies']['nnictl']
+    # nnictl imports pkg_resources: a plain install must bring a setuptools that has it and does not warn (issue 22)
+    assert 'setuptools>=77.0.3,<80.9' in meta['dependencies']
+    assert meta['optional-dependencies']['nnictl'] == ['setuptools>=77.0.3,<80.9']  # the old extra still installs
+    assert 'setuptools==80.8.0' in (ROOT / 'constraints.txt').read_text().splitlines()
     assert '-c constraints.txt' in (ROOT / 'scripts' / 'bootstrap.sh').read_text()
 
 
@@ -57,6 +60,13 @@ def test_wheel_installs_into_a_fresh_venv_and_searches_outside_the_repo(tmp_path
         names = z.namelist()
     assert any(n.endswith('licenses/LICENSE') for n in names) and any(n.endswith('licenses/NOTICE') for n in names)
     assert not any(n.startswith('tests/') for n in names)
+    # the nnictl configs ship inside the package; the metadata says where the project lives (issue 22)
+    assert {f'nni_darts_ext/examples/{n}.yml' for n in ('darts', 'pdarts', 'pcdarts')} <= set(names)
+    with zipfile.ZipFile(wheel) as z:
+        metadata = z.read(next(n for n in names if n.endswith('.dist-info/METADATA'))).decode()
+    for label in ('Source', 'Documentation', 'Issues'):
+        assert re.search(rf'^Project-URL: {label}, https://', metadata, re.M), metadata[:2000]
+    assert re.search(r'^Requires-Dist: setuptools<80\.9,>=77\.0\.3$', metadata, re.M), metadata[:2000]
     python = venv / 'bin' / 'python'
     run_dir = tmp_path / 'elsewhere'
     run_dir.mkdir()
@@ -74,3 +84,14 @@ def test_wheel_installs_into_a_fresh_venv_and_searches_outside_the_repo(tmp_path
                  '--limit-train-batches', '1', '--threads', '1', '--out', 'out')
     assert search.returncode == 0, search.stderr[-3000:]
     assert (run_dir / 'out' / 'arch.json').is_file() and 'supernet val acc' in search.stdout
+
+
+def test_setup_py_shim_reads_pyproject(tmp_path):
+    """setup.py is the standard shim (issue 22): pyproject.toml stays the only place of the metadata."""
+    text = (ROOT / 'setup.py').read_text()
+    assert [line for line in text.splitlines() if line and not line.startswith('#')] == [
+        'from setuptools import setup', 'setup()']
+    from nni_darts_ext import __version__
+    proc = subprocess.run([sys.executable, 'setup.py', '--version'], cwd=ROOT, env=clean_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == __version__, proc.stderr

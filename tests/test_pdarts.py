@@ -243,11 +243,12 @@ def test_candidate_count_mismatch_and_bad_arguments():
 
 
 @pytest.mark.slow
-def test_cli_search_pdarts(tmp_path, one_thread):
+def test_cli_search_pdarts(tmp_path, one_thread, caplog):
     import json
 
     from nni_darts_ext.cli import main
     out = tmp_path / 'pdarts'
+    caplog.set_level('INFO', logger='nni_darts_ext')
     assert main(['search', '--strategy', 'pdarts', '--preset', 'tiny', '--subset', '64', '--width', '4',
                  '--stage-cells', '3', '4', '5', '--stage-ops', '8', '5', '3', '--skip-dropout', '0.1', '0.4', '0.7',
                  '--max-skip', '1', '--limit-train-batches', '1', '--out', str(out), '--no-progress-bar']) == 0
@@ -255,6 +256,13 @@ def test_cli_search_pdarts(tmp_path, one_thread):
     assert summary['strategy'] == 'pdarts' and summary['normal_skip_connects'] <= 1
     stages = summary['pdarts']['stages']
     assert [(s['supernet_cells'], s['num_ops']) for s in stages] == [(3, 8), (4, 5), (5, 3)]
+    # issue 22: one short log line per stage; the surviving ops of every edge are in summary.json only
+    kept = [r.getMessage() for r in caplog.records if 'kept' in r.getMessage()]
+    assert kept == ['P-DARTS stage 1: kept 5 ops per edge on 28 edges for stage 2 (the ops: pdarts.stages[0].kept_ops '
+                    'in summary.json)', 'P-DARTS stage 2: kept 3 ops per edge on 28 edges for stage 3 (the ops: '
+                    'pdarts.stages[1].kept_ops in summary.json)'], kept
+    assert max(len(r.getMessage()) for r in caplog.records if r.name.startswith('nni_darts_ext.strategies')) < 1500
+    assert len(stages[0]['kept_ops']) == 28 and all(len(ops) == 5 for ops in stages[0]['kept_ops'].values())
     assert [s['stage'] for s in summary['history']] == [1, 2, 3]  # one epoch per stage
     arch = json.loads((out / 'arch.json').read_text())
     model = DartsCellSpace(width=4, num_cells=5, in_channels=1, image_size=8).freeze(arch)

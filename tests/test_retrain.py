@@ -198,3 +198,38 @@ def test_test_accuracy_is_correct_images_over_all_images():
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator='cpu')
     metrics = trainer.test(module, dataloaders=loader, verbose=False)[0]
     assert metrics['test_acc'] == pytest.approx(correct / 100, abs=1e-6)
+
+
+def test_train_takes_the_search_presets_and_the_search_folders_dataset(tmp_path, caplog, capsys):
+    """Issue 22: train's presets are search's (cpu, with small kept as its alias); an arch from a search folder is
+    retrained on that search's dataset unless --dataset is given, and the log says so."""
+    from nni_darts_ext.retrain import PRESETS, resolve_dataset
+    from nni_darts_ext.space.genotype import save_arch
+    assert set(PRESETS) == {'reference', 'cpu', 'tiny'}
+    configs = {}
+    for preset in ('cpu', 'small'):
+        assert main(['train', '--genotype', 'DARTS_V2', '--preset', preset, '--print-config']) == 0
+        configs[preset] = capsys.readouterr().out.replace('preset: small', 'preset: cpu')
+    assert configs['cpu'] == configs['small'] and 'subset: 6000' in configs['cpu']
+    search = tmp_path / 'search'
+    search.mkdir()
+    save_arch(genotype_to_arch(DARTS_V2), search / 'arch.json')
+    (search / 'summary.json').write_text(json.dumps({'dataset': 'digits', 'strategy': 'darts'}))
+    for source in (search, search / 'arch.json', search / 'summary.json'):
+        dataset, origin = resolve_dataset(source, None, 'reference')
+        assert dataset == 'digits' and origin.startswith(f'the dataset of the run in {search} (summary.json)')
+    assert resolve_dataset(search, 'mnist', 'tiny') == ('mnist', 'given')
+    assert resolve_dataset('DARTS_V2', None, 'tiny')[0] == 'digits'  # no search: the preset's dataset
+    assert resolve_dataset('DARTS_V2', None, 'cpu')[0] == 'fashion-mnist'
+    caplog.set_level('INFO', logger='nni_darts_ext')
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        result = retrain(search, None, tmp_path / 'train', **{**FAST, 'preset': 'cpu', 'cells': 3})
+    # no Lightning warning about our hooks beside the data module's (issue 22)
+    assert not [w for w in caught if 'on_after_batch_transfer' in str(w.message)], [str(w.message) for w in caught]
+    assert result.dataset == 'digits'
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith('nni_darts_ext')]
+    assert ours[0].startswith('preset cpu: about 5 min on 2 idle CPU cores'), ours[:3]  # the first line: the cost
+    assert (f'dataset digits: the dataset of the run in {search} (summary.json); --dataset overrides it'
+            in caplog.text)

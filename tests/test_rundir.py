@@ -181,10 +181,12 @@ def test_debug_shows_the_traceback(tmp_path):
         main(['search', '--preset', 'tiny', '--out', str(tmp_path / 'afile'), '--debug'])
 
 
-def test_a_diverging_search_fails_with_the_documented_error(tmp_path, capsys):
+def test_a_diverging_search_fails_with_the_documented_error(tmp_path, capsys, caplog):
     out = tmp_path / 'run'
     assert main([*SEARCH, '--limit-train-batches', '2', '--lr', '1e6', '--out', str(out)]) == 2
     err = capsys.readouterr().err
+    # one message (issue 22): not NNI's "Strategy failed to execute." above ours
+    assert not [r for r in caplog.records if 'Strategy failed to execute' in r.getMessage()], caplog.text
     lines = [line for line in err.splitlines() if line.startswith('error:')]
     assert len(lines) == 1 and 'Traceback' not in err, err
     assert 'The search diverged' in lines[0] and 'epoch 0, step' in lines[0] and 'not finite' in lines[0]

@@ -36,6 +36,20 @@ def test_uniform_alpha_is_reported_undecided():
     assert 'close to random' in text and '--epochs' in text
 
 
+def test_decided_alpha_of_a_supernet_at_chance_is_not_called_meaningful():
+    """Issue 22: "α is decided." is not printed after a supernet validation accuracy at chance level."""
+    one_hot = {f'normal/node{j}/edge{i}': dict(UNIFORM, none=0.0, sep_conv_3x3=0.93)
+               for j in range(2, 4) for i in range(j)}
+    s = decision_summary(one_hot)['normal']
+    assert s['decided']
+    assert describe_decision({'normal': s}).endswith(' α is decided.')
+    assert describe_decision({'normal': s}, val_acc=0.5, num_classes=10).endswith(' α is decided.')
+    text = describe_decision({'normal': s}, val_acc=0.0703, num_classes=10)
+    assert text.endswith(' α is decided, but the supernet is at chance accuracy (val acc 0.0703, chance 0.1000): the '
+                         'export is not meaningful. Search longer or on more data (--epochs, --subset), or lower the '
+                         'learning rates.')
+
+
 def test_decisiveness_numbers_of_hand_set_alpha():
     logits = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 1.0, 0.0])  # sep_conv_3x3 strongest, then sep_conv_5x5
     p = torch.softmax(logits, 0)

@@ -8,9 +8,19 @@ normalised to [0, 1] (uniform: 1), and per edge the margin of the exported op ov
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
-__all__ = ['DECISIVE_FACTOR', 'DECIDED_FRACTION', 'decision_summary', 'describe_decision', 'edge_products']
+__all__ = ['DECISIVE_FACTOR', 'DECIDED_FRACTION', 'AT_CHANCE_FACTOR', 'at_chance', 'decision_summary',
+           'describe_decision', 'edge_products']
+
+#: A supernet whose validation accuracy is below this multiple of chance (1 / classes) has learnt nothing usable:
+#: 1.25 x 0.1 = 0.125 with 10 classes.
+AT_CHANCE_FACTOR = 1.25
+
+
+def at_chance(val_acc: Optional[float], num_classes: Optional[int]) -> bool:
+    """Whether a supernet validation accuracy is at chance level (below :data:`AT_CHANCE_FACTOR` / classes)."""
+    return val_acc is not None and bool(num_classes) and val_acc < AT_CHANCE_FACTOR / num_classes
 
 # "Decided": the mean max probability is at least twice uniform with the 8 DARTS ops (0.25), i.e. 1/7 of the way from
 # uniform (1/n) to one-hot (1). The same fraction applies to other op counts: with P-DARTS' 3 final ops twice uniform
@@ -58,8 +68,10 @@ def decision_summary(probs: Mapping[str, Mapping[Any, float]]) -> Dict[str, Dict
     return summary
 
 
-def describe_decision(summary: Mapping[str, Mapping[str, Any]]) -> str:
-    """One sentence per cell for the log and summary.txt; says what to change when α is near uniform."""
+def describe_decision(summary: Mapping[str, Mapping[str, Any]], val_acc: Optional[float] = None,
+                      num_classes: Optional[int] = None) -> str:
+    """One sentence per cell for the log and summary.txt; says what to change when α is near uniform, and (given
+    the supernet's validation accuracy and the classes) when the supernet itself is at chance accuracy."""
     parts, undecided = [], []
     for cell, s in summary.items():
         parts.append(f"{cell} cell: mean max softmax(α) {s['mean_max_prob']:.3f} = {s['max_prob_vs_uniform']:.2f}× "
@@ -73,6 +85,10 @@ def describe_decision(summary: Mapping[str, Mapping[str, Any]]) -> str:
                  ' 8 ops, or the same fraction of the way to one-hot):'
                  ' the export is close to random. Search longer or on more data (--epochs, --subset), raise the'
                  ' architecture learning rate (--arc-lr), or use the reference preset.')
+    elif at_chance(val_acc, num_classes):
+        text += (f' α is decided, but the supernet is at chance accuracy (val acc {val_acc:.4f}, chance '
+                 f'{1 / num_classes:.4f}): the export is not meaningful. Search longer or on more data (--epochs, '
+                 '--subset), or lower the learning rates.')
     else:
         text += ' α is decided.'
     return text

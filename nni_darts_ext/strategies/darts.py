@@ -9,6 +9,7 @@ from nni.nas.strategy import DARTS
 
 from ..oneshot.mixed import DartsMixedInput, DartsMixedLayer
 from ..oneshot.module import DartsSearchConfig, DartsSearchModule
+from ..quiet import during_search, user_stacklevel
 
 __all__ = ['DartsStrategy']
 
@@ -65,7 +66,13 @@ class DartsStrategy(DARTS):
         if recipe not in (None, 'custom', self.weight_recipe):
             warnings.warn(f'{type(self).__name__} is given the {recipe!r} weight recipe; the reference search uses '
                           f'{self.weight_recipe!r}: build the evaluator with search_evaluator(..., '
-                          f'recipe={self.weight_recipe!r}).', UserWarning, stacklevel=3)
+                          f'recipe={self.weight_recipe!r}).', UserWarning, stacklevel=user_stacklevel())
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        # Lightning's inventory / tip lines and NNI's "Strategy failed to execute." (the exception says what failed)
+        # are hidden while the search runs (quiet.during_search; --verbose / quiet(False) shows them)
+        with during_search():
+            return super().run(*args, **kwargs)
 
     def configure_oneshot_module(self, training_module) -> DartsSearchModule:
         self.check_weight_recipe(training_module)

@@ -80,8 +80,8 @@ class PcDartsStrategy(DartsStrategy):
         α/β-gradient norm clip, off (as the reference).
     warmup_epochs
         Weight-only epochs with α and β frozen: 15 of the reference 50 (``if epoch >= 15: architect.step``).
-        **Short searches must scale it down**, or α is never trained (a warning is logged when
-        ``warmup_epochs >= max_epochs``): the CLI's CPU presets pass ``warmup_epochs=scaled_warmup_epochs(epochs)``,
+        **Short searches must scale it down**, or α is never trained (``ValueError`` when
+        ``warmup_epochs >= max_epochs``, naming both): the CLI's CPU presets pass ``warmup_epochs=scaled_warmup_epochs(epochs)``,
         the reference fraction 15/50 of the epochs, rounded, leaving at least one epoch of architecture updates
         (e.g. 10 epochs -> 3, 3 epochs -> 1, 1 epoch -> 0).
     xi, hvp, fd_radius
@@ -126,9 +126,12 @@ class PcDartsStrategy(DartsStrategy):
     def mutate_evaluator(self, evaluator):
         max_epochs = getattr(getattr(evaluator, 'trainer', None), 'max_epochs', None)
         if isinstance(max_epochs, int) and 0 < max_epochs <= self.config.warmup_epochs:
-            _logger.warning('PcDartsStrategy: warmup_epochs=%d >= max_epochs=%d, so alpha and beta are never trained '
-                            'and the export is random; scale the warm-up down (e.g. warmup_epochs=%d).',
-                            self.config.warmup_epochs, max_epochs, scaled_warmup_epochs(max_epochs))
+            # an error, not a warning before a random export (issue 22)
+            raise ValueError(f'PcDartsStrategy: warmup_epochs={self.config.warmup_epochs} >= the evaluator\'s '
+                             f'max_epochs={max_epochs}, so α and β would never be trained and the export would be '
+                             f'random; pass warmup_epochs < max_epochs (e.g. PcDartsStrategy(warmup_epochs='
+                             f'{scaled_warmup_epochs(max_epochs)}), the reference 15/50 of the epochs) or train '
+                             'for more epochs.')
         return super().mutate_evaluator(evaluator)
 
     def list_models(self, sort: bool = True, limit: Optional[int] = 1) -> Iterator[RawFormatModelSpace]:

@@ -346,8 +346,10 @@ class PDartsStrategy(DartsStrategy):
                 weights, names = module.edge_weights()
                 candidates = prune_edges(weights, names, self.num_ops[index + 1])
                 record.kept_ops = candidates
-                _logger.info('P-DARTS stage %d: kept %d ops per edge for stage %d: %s', index + 1,
-                             self.num_ops[index + 1], index + 2, candidates)
+                # one line: the ops of every edge go to summary.json (pdarts.stages[i].kept_ops), not the log
+                _logger.info('P-DARTS stage %d: kept %d ops per edge on %d edges for stage %d (the ops: '
+                             'pdarts.stages[%d].kept_ops in summary.json)', index + 1, self.num_ops[index + 1],
+                             len(candidates), index + 2, index)
                 del module, weights, names
                 self._release(self._mutated_model_space)
             self.result.stages.append(record)
