@@ -202,6 +202,28 @@ def _mean_std(values: Sequence[float]) -> str:
     return f'{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}'
 
 
+def adoption(strategies: Dict[str, Any]) -> Dict[str, Any]:
+    """Issue 20's rule: per faithful strategy, the variant (``key+option``) with the best mean ground-truth test
+    accuracy is adopted only if it beats the faithful mean by more than the seed spread (the larger of the two
+    standard deviations); otherwise the faithful key. The DARTS-space collapse check is recorded separately
+    (``darts_space_check``) and must pass too before the cpu preset changes."""
+    adopted: Dict[str, Any] = {}
+    for base in FAITHFUL:
+        if base not in strategies:
+            continue
+        faithful = strategies[base]['test_acc']
+        best_key, best_margin = base, 0.0
+        for key, s in strategies.items():
+            if not key.startswith(base + '+') or len(s['test_acc']) < 2 or len(faithful) < 2:
+                continue
+            margin = statistics.fmean(s['test_acc']) - statistics.fmean(faithful)
+            spread = max(statistics.stdev(s['test_acc']), statistics.stdev(faithful))
+            if margin > spread and margin > best_margin:
+                best_key, best_margin = key, margin
+        adopted[base] = best_key
+    return adopted
+
+
 def table_markdown(result: Dict[str, Any]) -> str:
     """The README table: method | test accuracy | percentile | skip / none edges | search seconds."""
     rows = ['| method | test accuracy (mean ± std over seeds) | percentile | skip / none edges | search CPU s |',
@@ -341,6 +363,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         result['strategies'] = {**old.get('strategies', {}), **result['strategies']}
         if not baselines:
             result['baselines'], result['budget_seconds'] = old.get('baselines', {}), old.get('budget_seconds')
+    result['adopted'] = adoption(result['strategies'])
     path.write_text(json.dumps(result, indent=1))
     print(table_markdown(result) if result['baselines'] else json.dumps(strategies, indent=1))
     print(f'groundtruth: wrote {path}')
