@@ -53,8 +53,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 # (β-DARTS), '+rs' random smoothing (SDARTS-RS), '+exact' the exact Hessian-vector product.
 OPTION_KWARGS: Dict[str, Dict[str, Any]] = {
     'pt': dict(select='perturbation'),
-    'beta': dict(beta_decay=0.5),      # filled in from the strategy's own default by the code of issue 20
-    'rs': dict(smooth=0.3),
+    'beta': dict(beta_decay=25.0),     # β-DARTS' λ at the end of its ramp (Sunshine-Ye/Beta-DARTS: 50 * epoch / 100, 50 epochs)
+    'rs': dict(smooth=0.3),            # SDARTS-RS' ε at the end of its ramp (0.03 -> 0.3)
     'exact': dict(hvp='exact'),
 }
 
