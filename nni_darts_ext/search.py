@@ -141,6 +141,15 @@ class SearchSettings:
     stage_ops: Sequence[int] = _opt((8, 5, 3), 'P-DARTS ops per edge per stage', nargs=3)
     skip_dropout: Sequence[float] = _opt((0.1, 0.4, 0.7), 'P-DARTS skip-connect dropout per stage', nargs=3)
     max_skip: int = _opt(2, 'P-DARTS: skip-connects kept in the normal cell')
+    # against collapse, on every strategy (issue #20; off by default: the papers' strategies)
+    beta_decay: float = _opt(0.0, 'β-DARTS: λ of the Beta-Decay regularisation of α, ramped linearly from 0 over the '
+                                  'epochs (reference 25 at 50 epochs); 0: off')
+    smooth: float = _opt(0.0, 'SDARTS-RS: radius ε of the uniform noise on softmax(α) in the weight step, ramped from '
+                              'ε/10 (reference 0.3); 0: off')
+    hvp: str = _opt('finite_difference', 'order 2: Hessian-vector product of DARTS eq. 8 by the central finite '
+                                         'difference or exact (double backward)',
+                    choices=('finite_difference', 'exact'))
+    fd_radius: float = _opt(0.01, 'order 2, finite difference: r in ε = r / ‖∇w\' L_val‖ (DARTS)')
     seed: int = 0
     channels_last: bool = _opt(True, 'the channels_last memory format', negative='--contiguous')
     augment: bool = _opt(True, 'random crop (and flip where allowed) of both search halves, as the '
@@ -254,7 +263,9 @@ class SearchResult:
 
 def build_strategy(settings: SearchSettings):
     """The NNI strategy object for resolved settings."""
-    common = dict(order=settings.order, channels_last=settings.channels_last, warmup_epochs=settings.warmup_epochs)
+    common = dict(order=settings.order, channels_last=settings.channels_last, warmup_epochs=settings.warmup_epochs,
+                  hvp=settings.hvp, fd_radius=settings.fd_radius, beta_decay=settings.beta_decay,
+                  smooth=settings.smooth)
     if settings.arc_learning_rate is not None:
         common['arc_learning_rate'] = settings.arc_learning_rate
     if settings.strategy == 'darts':

@@ -39,20 +39,28 @@ class DartsStrategy(DARTS):
         weight decay (DARTS). Adam (NNI ``Classification``) has no momentum buffer: the virtual step is plain SGD.
     hvp
         ``'finite_difference'`` (DARTS eq. 8, ε = fd_radius/‖∇w' L_val‖) or ``'exact'`` (double backward).
+    fd_radius
+        r of the finite difference (DARTS §2.3: ε = r / ‖∇w' L_val‖, r = 0.01).
     channels_last
         Run the supernet in ``channels_last`` memory format (faster convolutions on CPU).
+    beta_decay
+        λ of β-DARTS' Beta-Decay regularisation: the α loss gains λ_t · mean over edges of logsumexp(α), λ_t rising
+        linearly from 0 to λ over the epochs (:mod:`~nni_darts_ext.oneshot.regularization`); 0 (default): off.
+    smooth
+        ε of SDARTS-RS random smoothing: the weight step sees softmax(α) + U[-ε_t, ε_t] (ε_t rising from ε/10 to ε);
+        0 (default): off.
     """
 
     def __init__(self, *, order: int = 1, arc_learning_rate: float = 3e-4, arc_betas: Tuple[float, float] = (0.5, 0.999),
                  arc_weight_decay: float = 1e-3, gradient_clip_val: Optional[float] = 5.0,
                  arc_gradient_clip_val: Optional[float] = None, warmup_epochs: int = 0, xi: Optional[float] = None,
                  hvp: str = 'finite_difference', fd_radius: float = 0.01, channels_last: bool = True,
-                 **kwargs: Any):
+                 beta_decay: float = 0.0, smooth: float = 0.0, **kwargs: Any):
         self.config = DartsSearchConfig(
             order=order, arc_learning_rate=arc_learning_rate, arc_betas=tuple(arc_betas),
             arc_weight_decay=arc_weight_decay, gradient_clip_val=gradient_clip_val,
             arc_gradient_clip_val=arc_gradient_clip_val, warmup_epochs=warmup_epochs, xi=xi, hvp=hvp,
-            fd_radius=fd_radius, channels_last=channels_last)
+            fd_radius=fd_radius, channels_last=channels_last, beta_decay=beta_decay, smooth=smooth)
         super().__init__(arc_learning_rate=arc_learning_rate, gradient_clip_val=gradient_clip_val,
                          warmup_epochs=warmup_epochs, **kwargs)
 

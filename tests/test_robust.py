@@ -1,0 +1,125 @@
+"""Issue #20: β-decay, random smoothing, the exposed Hessian-vector product options and perturbation selection."""
+import pytest
+import torch
+import torch.nn as nn
+from nni.mutable import frozen_context
+from nni.nas.experiment import NasExperiment
+
+from nni_darts_ext import DartsStrategy
+from nni_darts_ext.evaluator import search_evaluator
+from nni_darts_ext.oneshot.mixed import DartsMixedLayer
+from nni_darts_ext.oneshot.regularization import (PerturbedSoftmax, add_beta_decay, beta_decay_loss,
+                                                  beta_decay_weight, perturb_weights, random_smoothing,
+                                                  smoothing_radius)
+from _helpers import TRAINER, tiny_space
+
+
+def tiny_evaluator(max_epochs=1, **kwargs):
+    return search_evaluator('digits', batch_size=32, subset=192, max_epochs=max_epochs, limit_train_batches=2,
+                            limit_val_batches=1, **TRAINER, **kwargs)
+
+
+def run(space, strategy, max_epochs=1):
+    exp = NasExperiment(space, tiny_evaluator(max_epochs), strategy)
+    try:
+        exp.run()
+        return exp.export_top_models(formatter='dict')[0]
+    finally:
+        exp.stop()
+
+
+# --- β-decay ----------------------------------------------------------------------------------------------------------
+
+def test_beta_decay_gradient_is_softmax_times_lambda_over_edges():
+    torch.manual_seed(0)
+    edges = [torch.randn(8, requires_grad=True) for _ in range(5)]
+    other = torch.randn(3, requires_grad=True)  # e.g. PC-DARTS β: not an edge, not regularised
+    lam = 0.7
+    # autograd of the loss itself
+    (grads := torch.autograd.grad(lam * beta_decay_loss(edges), edges))
+    for alpha, grad in zip(edges, grads):
+        torch.testing.assert_close(grad, lam * torch.softmax(alpha.detach(), -1) / len(edges))
+    # the term added to a hypergradient: only on the edge α, the others untouched
+    base = [torch.full_like(a, 0.5) for a in [*edges, other]]
+    added = add_beta_decay([*edges, other], base, edges, lam)
+    for alpha, grad in zip(edges, added):
+        torch.testing.assert_close(grad, 0.5 + lam * torch.softmax(alpha.detach(), -1) / len(edges))
+    torch.testing.assert_close(added[-1], base[-1])
+    assert add_beta_decay(edges, base[:5], edges, 0.0) == base[:5]
+    # the reference schedule: 50 * epoch / 100 at 50 epochs = λ 25 · e / E
+    assert [beta_decay_weight(25, e / 50) for e in (0, 1, 49)] == [0.0, 0.5, 24.5]
+
+
+def test_beta_decay_search_lowers_logsumexp_of_alpha():
+    """The same 2-epoch search with and without β-decay (λ_t = 0 in epoch 0, λ/2 in epoch 1): the regularised one
+    ends with a smaller mean logsumexp(α)."""
+    def mean_lse(lam):
+        torch.manual_seed(0)
+        space = tiny_space()
+        strategy = DartsStrategy(beta_decay=lam, arc_learning_rate=0.05)
+        run(space, strategy, max_epochs=2)
+        alphas = {id(m._arch_alpha): m._arch_alpha for m in space.modules() if isinstance(m, DartsMixedLayer)}
+        return beta_decay_loss(list(alphas.values())).item(), strategy
+    plain, _ = mean_lse(0.0)
+    decayed, strategy = mean_lse(1e3)
+    assert strategy.config.beta_decay == 1e3
+    assert decayed < plain - 0.02, (decayed, plain)
+
+
+# --- random smoothing -------------------------------------------------------------------------------------------------
+
+def test_perturbed_weights_stay_a_distribution():
+    w = torch.softmax(torch.randn(6, 8), -1)
+    out = perturb_weights(w, torch.empty_like(w).uniform_(-0.3, 0.3))
+    assert (out >= 0).all() and torch.allclose(out.sum(-1), torch.ones(6))
+    # all entries clipped to 0: the row keeps its largest original entry (SDARTS clip)
+    out = perturb_weights(w, torch.full_like(w, -1.0))
+    assert torch.equal(out.argmax(-1), w.argmax(-1)) and torch.allclose(out.sum(-1), torch.ones(6))
+    assert smoothing_radius(0.3, 0.0) == pytest.approx(0.03) and smoothing_radius(0.3, 1.0) == pytest.approx(0.3)
+
+
+def test_smoothing_context_perturbs_the_mix_not_alpha():
+    torch.manual_seed(0)
+    with frozen_context():
+        layer = DartsMixedLayer({'a': nn.Linear(4, 4), 'b': nn.Linear(4, 4)}, nn.Parameter(torch.zeros(2)),
+                                nn.Softmax(-1), 'edge')
+    x = torch.randn(3, 4)
+    clean, alpha = layer(x), layer._arch_alpha.detach().clone()
+    with random_smoothing([layer], 0.4) as noise:
+        noisy = layer(x)
+        assert isinstance(layer._softmax, PerturbedSoftmax) and noise[id(layer._arch_alpha)].abs().max() <= 0.4
+    assert not torch.allclose(noisy, clean)
+    assert torch.equal(layer._arch_alpha.detach(), alpha) and isinstance(layer._softmax, nn.Softmax)
+    torch.testing.assert_close(layer(x), clean)
+
+
+@pytest.mark.parametrize('order', [1, 2])
+def test_smoothing_on_in_the_weight_step_off_in_the_alpha_step(order):
+    """Every supernet forward of a weight step (α frozen) mixes with perturbed weights, every forward of an α step
+    (first order, or the unrolled passes of second order) with softmax(α); a weight step leaves α unchanged."""
+    torch.manual_seed(0)
+    space = tiny_space()
+    strategy = DartsStrategy(order=order, smooth=0.3, warmup_epochs=1)
+    calls = []
+
+    def record(module, args):
+        if module.training:
+            calls.append((module._arch_alpha.requires_grad, isinstance(module._softmax, PerturbedSoftmax),
+                          module._arch_alpha.detach().clone()))
+
+    hooks = []
+
+    def mutate_model(model):  # hook one mixed op of the supernet once the strategy has built it
+        mutated = DartsStrategy.mutate_model(strategy, model)
+        layer = next(m for m in mutated.modules() if isinstance(m, DartsMixedLayer))
+        hooks.append(layer.register_forward_pre_hook(record))
+        return mutated
+    strategy.mutate_model = mutate_model
+    run(space, strategy, max_epochs=2)
+    assert hooks
+    weight_calls = [c for c in calls if not c[0]]
+    arch_calls = [c for c in calls if c[0]]
+    assert len(weight_calls) == 4 and all(perturbed for _, perturbed, _ in weight_calls)
+    assert arch_calls and not any(perturbed for _, perturbed, _ in arch_calls)  # order 2: 4 passes per α step
+    # epoch 0 (warm-up): two weight steps, no α step in between: α identical
+    torch.testing.assert_close(weight_calls[0][2], weight_calls[1][2], rtol=0, atol=0)
