@@ -123,3 +123,24 @@ def test_smoothing_on_in_the_weight_step_off_in_the_alpha_step(order):
     assert arch_calls and not any(perturbed for _, perturbed, _ in arch_calls)  # order 2: 4 passes per α step
     # epoch 0 (warm-up): two weight steps, no α step in between: α identical
     torch.testing.assert_close(weight_calls[0][2], weight_calls[1][2], rtol=0, atol=0)
+
+
+# --- the options on every strategy, the settings, --config and trial parameters ------------------------------------
+
+OPTIONS = dict(beta_decay=0.5, smooth=0.3, hvp='exact', fd_radius=0.02)
+
+
+@pytest.mark.parametrize('strategy', ['darts', 'pcdarts', 'pdarts'])
+def test_options_reach_every_strategy(strategy):
+    from nni_darts_ext import PcDartsStrategy, PDartsStrategy
+    from nni_darts_ext.search import SearchSettings, build_strategy
+    built = build_strategy(SearchSettings(strategy=strategy, preset='tiny', **OPTIONS).resolved())
+    assert {k: getattr(built.config, k) for k in OPTIONS} == OPTIONS
+    faithful = build_strategy(SearchSettings(strategy=strategy, preset='tiny').resolved()).config
+    assert (faithful.beta_decay, faithful.smooth, faithful.hvp, faithful.fd_radius) == (
+        0.0, 0.0, 'finite_difference', 0.01)
+    cls = {'darts': DartsStrategy, 'pcdarts': PcDartsStrategy, 'pdarts': PDartsStrategy}[strategy]
+    assert {k: getattr(cls(order=2, **OPTIONS).config, k) for k in OPTIONS} == OPTIONS
+    for bad in (dict(beta_decay=-1.0), dict(smooth=2.0), dict(hvp='newton'), dict(fd_radius=0.0)):
+        with pytest.raises(ValueError):
+            cls(**bad)
