@@ -150,6 +150,11 @@ class SearchSettings:
                                          'difference or exact (double backward)',
                     choices=('finite_difference', 'exact'))
     fd_radius: float = _opt(0.01, 'order 2, finite difference: r in ε = r / ‖∇w\' L_val‖ (DARTS)')
+    select: str = _opt('magnitude', 'how the cell is derived: magnitude (the strongest softmax(α), the papers\') or '
+                                    'perturbation (DARTS-PT: the op / input whose removal costs the supernet the most '
+                                    'accuracy; the table goes to summary.json)', choices=('magnitude', 'perturbation'))
+    select_batches: Optional[int] = _opt(10, 'perturbation selection: validation batches per accuracy')
+    select_tune_steps: int = _opt(10, 'perturbation selection: weight steps of fine-tuning between decisions')
     seed: int = 0
     channels_last: bool = _opt(True, 'the channels_last memory format', negative='--contiguous')
     augment: bool = _opt(True, 'random crop (and flip where allowed) of both search halves, as the '
@@ -265,7 +270,8 @@ def build_strategy(settings: SearchSettings):
     """The NNI strategy object for resolved settings."""
     common = dict(order=settings.order, channels_last=settings.channels_last, warmup_epochs=settings.warmup_epochs,
                   hvp=settings.hvp, fd_radius=settings.fd_radius, beta_decay=settings.beta_decay,
-                  smooth=settings.smooth)
+                  smooth=settings.smooth, select=settings.select, select_batches=settings.select_batches,
+                  select_tune_steps=settings.select_tune_steps, select_seed=settings.seed)
     if settings.arc_learning_rate is not None:
         common['arc_learning_rate'] = settings.arc_learning_rate
     if settings.strategy == 'darts':

@@ -3,9 +3,12 @@ import pytest
 import torch
 import torch.nn as nn
 from nni.mutable import frozen_context
+from nni.nas.evaluator.pytorch import Classification
 from nni.nas.experiment import NasExperiment
+from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace
 
 from nni_darts_ext import DartsStrategy
+from nni_darts_ext.data import search_dataloaders
 from nni_darts_ext.evaluator import search_evaluator
 from nni_darts_ext.oneshot.mixed import DartsMixedLayer
 from nni_darts_ext.oneshot.regularization import (PerturbedSoftmax, add_beta_decay, beta_decay_loss,
@@ -144,3 +147,72 @@ def test_options_reach_every_strategy(strategy):
     for bad in (dict(beta_decay=-1.0), dict(smooth=2.0), dict(hvp='newton'), dict(fd_radius=0.0)):
         with pytest.raises(ValueError):
             cls(**bad)
+
+
+# --- perturbation-based selection (DARTS-PT) --------------------------------------------------------------------------
+
+class Pixels(nn.Module):
+    """Parameter-free: ten fixed pixels of the image as logits (cannot classify digits)."""
+
+    def __init__(self, offset):
+        super().__init__()
+        self.offset = offset
+
+    def forward(self, x):
+        return x.flatten(1)[:, self.offset:self.offset + 10]
+
+
+class OneOpFits(ModelSpace):
+    """Only the learned linear op can fit the digits; the other candidates (and the second input) are parameter-free."""
+
+    def __init__(self):
+        super().__init__()
+        self.op = LayerChoice({'linear': nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), 'pixels': Pixels(20),
+                               'avg': nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 10))},
+                              label='op')
+        self.other = Pixels(30)
+        self.pick = InputChoice(2, 1, label='pick')
+
+    def forward(self, x):
+        return self.pick([self.op(x), self.other(x)])
+
+
+def fooled_search(select, **kwargs):
+    """α set so that magnitude prefers the parameter-free op and input, and never trained (warm-up = all epochs)."""
+    torch.manual_seed(0)
+    train, val = search_dataloaders('digits', batch_size=32, subset=512)
+    evaluator = Classification(num_classes=10, learning_rate=0.05, train_dataloaders=train, val_dataloaders=val,
+                               max_epochs=10, **TRAINER)
+    strategy = DartsStrategy(warmup_epochs=10, select=select, select_batches=None, select_tune_steps=2, **kwargs)
+
+    def mutate_model(model):
+        mutated = DartsStrategy.mutate_model(strategy, model)
+        for m in mutated.modules():
+            if isinstance(m, DartsMixedLayer):
+                m._arch_alpha.data = torch.tensor([0.0, 1.0, -1.0])  # linear, pixels, avg
+            elif m.__class__.__name__ == 'DifferentiableMixedInput':
+                m._arch_alpha.data = torch.tensor([-0.5, 0.5])     # the op's output, the fixed pixels
+        return mutated
+    strategy.mutate_model = mutate_model
+    space = OneOpFits()
+    exp = NasExperiment(space, evaluator, strategy)
+    try:
+        exp.run()
+        return exp.export_top_models(formatter='dict')[0], strategy
+    finally:
+        exp.stop()
+
+
+def test_perturbation_selection_finds_the_op_that_fits_where_magnitude_is_fooled():
+    arch, strategy = fooled_search('magnitude')
+    assert arch == {'op': 'pixels', 'pick': [1]} and strategy.selection is None
+    arch, strategy = fooled_search('perturbation', select_seed=3)
+    assert arch == {'op': 'linear', 'pick': [0]}
+    table = strategy.selection.table()
+    assert set(table) == {'op', 'pick'} and set(table['op']) == {'linear', 'pixels', 'avg'}
+    assert table['op']['linear'] > 0.2 and table['op']['linear'] > max(table['op']['pixels'], table['op']['avg'])
+    assert table['pick']['0'] > table['pick']['1']
+    decisions = strategy.selection.decisions
+    assert [d.kind for d in decisions] == ['op', 'input'] and strategy.selection.final_acc > 0.3
+    assert strategy.result_extra['selection']['table'] == table
+    OneOpFits().freeze(arch)(torch.randn(2, 1, 8, 8))
