@@ -212,10 +212,27 @@ class SearchSettings:
             settings.cells = settings.stage_cells[-1]
         if settings.epochs < 1:
             raise ValueError(f'epochs={settings.epochs} is invalid; allowed: an integer >= 1.')
+        _check_robust_options(settings)
         if settings.warmup_epochs >= settings.epochs and settings.epochs > 0:
             raise ValueError(f'warmup_epochs={settings.warmup_epochs} leaves no epoch to train the architecture '
                              f'(epochs={settings.epochs}); allowed: 0 <= warmup_epochs < epochs.')
         return settings
+
+
+def _check_robust_options(settings: SearchSettings) -> None:
+    """The issue-#20 options, checked before any data is read (the strategies check them again)."""
+    for name in ('select', 'hvp'):
+        allowed = dict((f.name, f.metadata.get('choices')) for f in dataclasses.fields(SearchSettings))[name]
+        if getattr(settings, name) not in allowed:
+            raise ValueError(f'{name}={getattr(settings, name)!r} is invalid; allowed: {", ".join(allowed)}.')
+    checks = (('beta_decay', settings.beta_decay >= 0, '>= 0 (0: off)'),
+              ('smooth', 0 <= settings.smooth <= 1, '0 <= smooth <= 1 (0: off)'),
+              ('fd_radius', settings.fd_radius > 0, '> 0 (DARTS: 0.01)'),
+              ('select_batches', settings.select_batches is None or settings.select_batches >= 1, '>= 1'),
+              ('select_tune_steps', settings.select_tune_steps >= 0, '>= 0'))
+    for name, ok, allowed in checks:
+        if not ok:
+            raise ValueError(f'{name}={getattr(settings, name)!r} is invalid; allowed: {allowed}.')
 
 
 def _on_terminal() -> bool:

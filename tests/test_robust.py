@@ -216,3 +216,86 @@ def test_perturbation_selection_finds_the_op_that_fits_where_magnitude_is_fooled
     assert [d.kind for d in decisions] == ['op', 'input'] and strategy.selection.final_acc > 0.3
     assert strategy.result_extra['selection']['table'] == table
     OneOpFits().freeze(arch)(torch.randn(2, 1, 8, 8))
+
+
+def test_perturbation_selection_on_nni_nasbench201():
+    """LayerChoice only, labels shared by the cells ('cell/0_1'); every edge decided once, none never chosen."""
+    from nni.nas.hub.pytorch import NasBench201
+    from nni.nas.evaluator.pytorch import DataLoader
+    from torch.utils.data import TensorDataset
+    torch.manual_seed(0)
+    space = NasBench201(stem_out_channels=8, num_modules_per_stack=1, num_labels=10)
+    x = torch.randn(64, 3, 16, 16)
+    y = (x[:, 0].mean((1, 2)) > 0).long()
+    evaluator = Classification(num_classes=10, train_dataloaders=DataLoader(TensorDataset(x[:32], y[:32]), batch_size=16),
+                               val_dataloaders=DataLoader(TensorDataset(x[32:], y[32:]), batch_size=16), max_epochs=1,
+                               **TRAINER)
+    strategy = DartsStrategy(select='perturbation', select_batches=1, select_tune_steps=1)
+    exp = NasExperiment(space, evaluator, strategy)
+    try:
+        exp.run()
+        arch = exp.export_top_models(formatter='dict')[0]
+    finally:
+        exp.stop()
+    labels = set(NasBench201(stem_out_channels=8, num_modules_per_stack=1).simplify())
+    assert set(arch) == labels and set(strategy.selection.table()) == labels
+    assert all(op != 'none' for op in arch.values())
+    assert all(set(row) == {'skip_connect', 'conv_1x1', 'conv_3x3', 'avg_pool_3x3'}
+               for row in strategy.selection.table().values())
+    NasBench201(stem_out_channels=8, num_modules_per_stack=1).freeze(arch)(torch.randn(2, 3, 16, 16))
+
+
+@pytest.mark.parametrize('strategy', ['darts', 'pcdarts', 'pdarts'])
+def test_cli_search_writes_the_decision_table(tmp_path, strategy):
+    import json
+    from nni_darts_ext.cli import main
+    from nni_darts_ext.space.genotype import arch_to_genotype
+    out = tmp_path / 'out'
+    assert main(['search', '--strategy', strategy, '--preset', 'tiny', '--limit-train-batches', '2',
+                 '--select', 'perturbation', '--select-batches', '1', '--select-tune-steps', '1',
+                 '--beta-decay', '1', '--smooth', '0.2', '--out', str(out)]) == 0
+    summary = json.loads((out / 'summary.json').read_text())
+    selection = summary['selection']
+    assert summary['settings']['select'] == 'perturbation' and selection['method'] == 'perturbation'
+    edges = [k for k in summary['arch'] if '/edge' in k]
+    nodes = [k for k in summary['arch'] if k.endswith('/inputs')]
+    assert set(selection['table']) == set(edges) | set(nodes)
+    assert selection['arch'] == summary['arch']
+    genotype = arch_to_genotype(summary['arch'])
+    assert all(op != 'none' for op, _ in genotype.normal + genotype.reduce)
+    for node in nodes:
+        decision = next(d for d in selection['decisions'] if d['label'] == node)
+        assert summary['arch'][node] == decision['chosen'] and len(decision['chosen']) == 2
+
+
+ROUND_TRIP = dict(beta_decay=0.5, smooth=0.3, hvp='exact', fd_radius=0.02, select='perturbation', select_batches=3,
+                  select_tune_steps=4)
+
+
+def test_options_round_trip_through_config_and_trial_parameters(tmp_path, capsys):
+    import yaml
+    from nni_darts_ext.cli import main
+    from nni_darts_ext.search import SearchSettings
+    from nni_darts_ext.trial import settings_from_params
+    config = tmp_path / 'search.yaml'
+    config.write_text(yaml.safe_dump({**{k.replace('_', '-'): v for k, v in ROUND_TRIP.items()}, 'preset': 'tiny'}))
+    assert main(['search', '--config', str(config), '--print-config']) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert {k: printed[k] for k in ROUND_TRIP} == ROUND_TRIP
+    again = tmp_path / 'printed.yaml'
+    again.write_text(yaml.safe_dump(printed))
+    assert main(['search', '--config', str(again), '--print-config']) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == printed
+    # the command line wins over the file
+    assert main(['search', '--config', str(config), '--select', 'magnitude', '--hvp', 'finite_difference',
+                 '--print-config']) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (printed['select'], printed['hvp'], printed['beta_decay']) == ('magnitude', 'finite_difference', 0.5)
+    # nnictl trial parameters (tuners give floats and strings)
+    settings = settings_from_params(SearchSettings(preset='tiny'), {
+        'beta-decay': 0.5, 'smooth': '0.3', 'hvp': 'exact', 'fd_radius': 0.02, 'select': 'perturbation',
+        'select_batches': 3.0, 'select-tune-steps': 4})
+    assert {k: getattr(settings, k) for k in ROUND_TRIP} == ROUND_TRIP
+    for params in ({'select': 'best'}, {'hvp': 'newton'}, {'beta_decay': 'x'}):
+        with pytest.raises(ValueError):
+            settings_from_params(SearchSettings(preset='tiny'), params)

@@ -6,6 +6,7 @@ and P-DARTS modules reuse or override.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -237,9 +238,9 @@ class DartsSearchModule(DartsLightningModule):
             alpha.requires_grad_(False)
         try:
             # SDARTS-RS: the weights are trained on softmax(α) + δ, δ ~ U[-ε_t, ε_t] (a no-op when smooth = 0)
-            with random_smoothing(list(self.supernet_modules()),
-                                  smoothing_radius(self.config.smooth, self.search_progress())
-                                  if self.config.smooth else 0.0):
+            with (random_smoothing(list(self.supernet_modules()),
+                                   smoothing_radius(self.config.smooth, self.search_progress()))
+                  if self.config.smooth else contextlib.nullcontext()):
                 output = self.training_module.training_step(trn_batch, 2 * batch_idx + 1)
                 self.advance_optimization(_loss_of(output), batch_idx, self.gradient_clip_val)
         finally:

@@ -278,18 +278,16 @@ class PerturbationSelector:
         base = self.accuracy()
         without: Dict[str, float] = {}
         candidates = self._op_candidates(label)
-        if len(candidates) > 1:
+        if len(candidates) > 1:  # a single candidate is decided without a test
             for index, name in candidates:
                 state['removed'] = index
                 try:
                     without[name] = self.accuracy()
                 finally:
                     state['removed'] = None
-        else:
-            without[candidates[0][1]] = float('nan')
         drop = {name: base - acc for name, acc in without.items()}
         # the op whose removal hurts most; ties: the earlier candidate
-        index, chosen = max(candidates, key=lambda c: (drop[c[1]] if drop[c[1]] == drop[c[1]] else 0.0, -c[0]))
+        index, chosen = max(candidates, key=lambda c: (drop.get(c[1], 0.0), -c[0]))
         state['decided'] = index
         return Decision(label, 'op', order, base, without, drop, chosen)
 

@@ -121,6 +121,10 @@ class DartsStrategy(DARTS):
         with the search's weight optimiser)."""
         if self._dataloader_fns is None:
             raise RuntimeError('Perturbation selection needs the search\'s data: run the strategy first.')
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            raise RuntimeError('Perturbation selection runs in one process (each rank would measure its own shard and '
+                               'decide differently); search with select=\'magnitude\' under DDP and select afterwards.')
         train_fn, val_fn = self._dataloader_fns
         try:
             optimizer = module.weight_optimizer()
