@@ -245,6 +245,7 @@ def test_perturbation_selection_on_nni_nasbench201():
     NasBench201(stem_out_channels=8, num_modules_per_stack=1).freeze(arch)(torch.randn(2, 3, 16, 16))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('strategy', ['darts', 'pcdarts', 'pdarts'])
 def test_cli_search_writes_the_decision_table(tmp_path, strategy):
     import json
