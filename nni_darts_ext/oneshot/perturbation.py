@@ -14,7 +14,8 @@ supernet instead. After the search (Alg. 1 of the paper):
    test on every input (the input masked to zero); the node keeps its ``n_chosen`` inputs whose removal hurts most,
    the others are masked from then on; fine-tuning again.
 
-``none`` is never chosen when an edge has other candidates (as in the magnitude rule). α is not trained during the
+``none`` is never chosen when an edge has other candidates (as in the magnitude rule); equal drops are broken by
+the larger α. α is not trained during the
 selection; the decisions are the table of accuracy drops (per op and per input) that :class:`SelectionResult`
 keeps. Sized for our budgets: ``eval_batches`` validation batches per accuracy and ``tune_steps`` weight steps between
 decisions (the paper: the whole validation set, and some epochs of tuning).
@@ -286,8 +287,10 @@ class PerturbationSelector:
                 finally:
                     state['removed'] = None
         drop = {name: base - acc for name, acc in without.items()}
-        # the op whose removal hurts most; ties: the earlier candidate
-        index, chosen = max(candidates, key=lambda c: (drop.get(c[1], 0.0), -c[0]))
+        # the op whose removal hurts most; ties (e.g. an accuracy unchanged by every removal): the larger α, as the
+        # magnitude rule would choose, then the earlier candidate
+        alpha = self.layers[label][0]._arch_alpha.detach().reshape(-1).tolist()
+        index, chosen = max(candidates, key=lambda c: (drop.get(c[1], 0.0), alpha[c[0]], -c[0]))
         state['decided'] = index
         return Decision(label, 'op', order, base, without, drop, chosen)
 
