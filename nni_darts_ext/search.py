@@ -207,6 +207,20 @@ class SearchSettings:
     stage_ops: Sequence[int] = _opt((8, 5, 3), 'P-DARTS ops per edge per stage', nargs=3)
     skip_dropout: Sequence[float] = _opt((0.1, 0.4, 0.7), 'P-DARTS skip-connect dropout per stage', nargs=3)
     max_skip: int = _opt(2, 'P-DARTS: skip-connects kept in the normal cell')
+    # against collapse, on every strategy (issue #20; off by default: the papers' strategies)
+    beta_decay: float = _opt(0.0, 'β-DARTS: λ of the Beta-Decay regularisation of α, ramped linearly from 0 over the '
+                                  'epochs (reference 25 at 50 epochs); 0: off')
+    smooth: float = _opt(0.0, 'SDARTS-RS: radius ε of the uniform noise on softmax(α) in the weight step, ramped from '
+                              'ε/10 (reference 0.3); 0: off')
+    hvp: str = _opt('finite_difference', 'order 2: Hessian-vector product of DARTS eq. 8 by the central finite '
+                                         'difference or exact (double backward)',
+                    choices=('finite_difference', 'exact'))
+    fd_radius: float = _opt(0.01, 'order 2, finite difference: r in ε = r / ‖∇w\' L_val‖ (DARTS)')
+    select: str = _opt('magnitude', 'how the cell is derived: magnitude (the strongest softmax(α), the papers\') or '
+                                    'perturbation (DARTS-PT: the op / input whose removal costs the supernet the most '
+                                    'accuracy; the table goes to summary.json)', choices=('magnitude', 'perturbation'))
+    select_batches: Optional[int] = _opt(10, 'perturbation selection: validation batches per accuracy')
+    select_tune_steps: int = _opt(10, 'perturbation selection: weight steps of fine-tuning between decisions')
     seed: int = 0
     channels_last: bool = _opt(True, 'the channels_last memory format', negative='--contiguous')
     augment: bool = _opt(True, 'random crop (and flip where allowed) of both search halves, as the '
@@ -266,10 +280,27 @@ class SearchSettings:
             settings.cells = settings.stage_cells[-1]
         if settings.epochs < 1:
             raise ValueError(f'epochs={settings.epochs} is invalid; allowed: an integer >= 1.')
+        _check_robust_options(settings)
         if settings.warmup_epochs >= settings.epochs and settings.epochs > 0:
             raise ValueError(f'warmup_epochs={settings.warmup_epochs} leaves no epoch to train the architecture '
                              f'(epochs={settings.epochs}); allowed: 0 <= warmup_epochs < epochs.')
         return settings
+
+
+def _check_robust_options(settings: SearchSettings) -> None:
+    """The issue-#20 options, checked before any data is read (the strategies check them again)."""
+    for name in ('select', 'hvp'):
+        allowed = dict((f.name, f.metadata.get('choices')) for f in dataclasses.fields(SearchSettings))[name]
+        if getattr(settings, name) not in allowed:
+            raise ValueError(f'{name}={getattr(settings, name)!r} is invalid; allowed: {", ".join(allowed)}.')
+    checks = (('beta_decay', settings.beta_decay >= 0, '>= 0 (0: off)'),
+              ('smooth', 0 <= settings.smooth <= 1, '0 <= smooth <= 1 (0: off)'),
+              ('fd_radius', settings.fd_radius > 0, '> 0 (DARTS: 0.01)'),
+              ('select_batches', settings.select_batches is None or settings.select_batches >= 1, '>= 1'),
+              ('select_tune_steps', settings.select_tune_steps >= 0, '>= 0'))
+    for name, ok, allowed in checks:
+        if not ok:
+            raise ValueError(f'{name}={getattr(settings, name)!r} is invalid; allowed: {allowed}.')
 
 
 def _on_terminal() -> bool:
@@ -322,7 +353,10 @@ class SearchResult:
 
 def build_strategy(settings: SearchSettings):
     """The NNI strategy object for resolved settings."""
-    common = dict(order=settings.order, channels_last=settings.channels_last, warmup_epochs=settings.warmup_epochs)
+    common = dict(order=settings.order, channels_last=settings.channels_last, warmup_epochs=settings.warmup_epochs,
+                  hvp=settings.hvp, fd_radius=settings.fd_radius, beta_decay=settings.beta_decay,
+                  smooth=settings.smooth, select=settings.select, select_batches=settings.select_batches,
+                  select_tune_steps=settings.select_tune_steps, select_seed=settings.seed)
     if settings.arc_learning_rate is not None:
         common['arc_learning_rate'] = settings.arc_learning_rate
     if settings.strategy == 'darts':

@@ -6,6 +6,7 @@ and P-DARTS modules reuse or override.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -19,6 +20,8 @@ from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 from ..space.genotype import arch_to_genotype, count_skips
 from .bilevel import first_order_hypergradient, unrolled_hypergradient
 from .distributed import arch_parameter_names, broadcast_int, gradient_all_reduce
+from .regularization import (add_beta_decay, beta_decay_weight, edge_alphas, random_smoothing,
+                             smoothing_radius)
 
 __all__ = ['DartsSearchConfig', 'DartsSearchModule', 'replay_random']
 
@@ -40,6 +43,8 @@ class DartsSearchConfig:
     hvp: str = 'finite_difference'                # or 'exact' (double backward)
     fd_radius: float = 0.01                       # ε = fd_radius / ‖∇w' L_val‖ (DARTS §2.3)
     channels_last: bool = True                    # 1.6-2.3x faster convolutions on CPU
+    beta_decay: float = 0.0                       # β-DARTS λ (regularization.py); 0: off
+    smooth: float = 0.0                           # SDARTS-RS ε (regularization.py); 0: off
 
     def __post_init__(self):
         if self.order not in (1, 2):
@@ -50,6 +55,13 @@ class DartsSearchConfig:
             raise ValueError(f'warmup_epochs={self.warmup_epochs} is invalid; allowed: an integer >= 0.')
         if self.arc_learning_rate <= 0:
             raise ValueError(f'arc_learning_rate={self.arc_learning_rate} is invalid; allowed: > 0.')
+        if self.fd_radius <= 0:
+            raise ValueError(f'fd_radius={self.fd_radius} is invalid; allowed: > 0 (DARTS: 0.01).')
+        if not self.beta_decay >= 0:
+            raise ValueError(f'beta_decay={self.beta_decay} is invalid; allowed: >= 0 (0: off; β-DARTS: 25 at 50 '
+                             'epochs).')
+        if not 0 <= self.smooth <= 1:
+            raise ValueError(f'smooth={self.smooth} is invalid; allowed: 0 <= smooth <= 1 (0: off; SDARTS-RS: 0.3).')
 
     def replace(self, **changes: Any) -> 'DartsSearchConfig':
         return dataclasses.replace(self, **changes)
@@ -156,6 +168,16 @@ class DartsSearchModule(DartsLightningModule):
     def _prepare(self, batch: Any) -> Any:
         return _to_channels_last(batch) if self.config.channels_last else batch
 
+    def search_progress(self) -> float:
+        """e / E: the fraction of the search's epochs done at the start of this epoch (the β-decay and smoothing
+        schedules); by steps when the Trainer runs by ``max_steps``."""
+        trainer = self.trainer
+        if (trainer.max_epochs or 0) > 0:
+            return trainer.current_epoch / trainer.max_epochs
+        if trainer.max_steps and trainer.max_steps > 0:
+            return trainer.global_step / trainer.max_steps
+        return 0.0
+
     def arch_update_enabled(self) -> bool:
         return self.trainer.current_epoch >= self.config.warmup_epochs
 
@@ -199,6 +221,9 @@ class DartsSearchModule(DartsLightningModule):
                 momentum_buffers=[w_optim.state.get(p, {}).get('momentum_buffer') for p in weights],
                 weight_decay=group.get('weight_decay', 0.0) or 0.0,
                 hvp=self.config.hvp, r=self.config.fd_radius, all_reduce=all_reduce)
+        if self.config.beta_decay:  # β-DARTS: + λ_t · mean_e logsumexp(α_e), independent of w (regularization.py)
+            grads = add_beta_decay(alphas, grads, edge_alphas(list(self.supernet_modules())),
+                                   beta_decay_weight(self.config.beta_decay, self.search_progress()))
         for alpha, grad in zip(alphas, grads):
             alpha.grad = grad
         if self.config.arc_gradient_clip_val:
@@ -212,8 +237,12 @@ class DartsSearchModule(DartsLightningModule):
         for alpha in alphas:  # alpha's gradient is not used by the weight step: do not compute it
             alpha.requires_grad_(False)
         try:
-            output = self.training_module.training_step(trn_batch, 2 * batch_idx + 1)
-            self.advance_optimization(_loss_of(output), batch_idx, self.gradient_clip_val)
+            # SDARTS-RS: the weights are trained on softmax(α) + δ, δ ~ U[-ε_t, ε_t] (a no-op when smooth = 0)
+            with (random_smoothing(list(self.supernet_modules()),
+                                   smoothing_radius(self.config.smooth, self.search_progress()))
+                  if self.config.smooth else contextlib.nullcontext()):
+                output = self.training_module.training_step(trn_batch, 2 * batch_idx + 1)
+                self.advance_optimization(_loss_of(output), batch_idx, self.gradient_clip_val)
         finally:
             for alpha in alphas:
                 alpha.requires_grad_(True)

@@ -496,7 +496,11 @@ class PDartsStrategy(DartsStrategy):
         return record
 
     def _finish(self, module: PDartsSearchModule) -> None:
-        arch = module.export()  # none excluded, M limit on the normal cell
+        if self.select == 'perturbation':  # DARTS-PT on the last stage's supernet (no M limit: it is by α)
+            self.selection = self.perturbation_select(module)
+            arch = self.selection.arch
+        else:
+            arch = module.export()  # none excluded, M limit on the normal cell
         self.result.arch = arch
         if module.stage.skip_edges is not None:
             _logger.info('P-DARTS final arch (at most %s skip-connects over %s): %s', self.max_skip,
@@ -534,7 +538,7 @@ class PDartsStrategy(DartsStrategy):
     def result_extra(self) -> Dict[str, Any]:
         """JSON-friendly P-DARTS results for a search summary."""
         result = self.result.to_dict()
-        return {'pdarts': {'stages': [{k: v for k, v in stage.items() if k != 'probs'} for stage in result['stages']],
+        return {**super().result_extra, 'pdarts': {'stages': [{k: v for k, v in stage.items() if k != 'probs'} for stage in result['stages']],
                            'max_skip': result['max_skip'], 'skip_genotypes': result['skip_genotypes']}}
 
     def export_arch(self) -> Dict[str, Any]:
