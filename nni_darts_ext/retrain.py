@@ -312,14 +312,14 @@ _RESUME_FREE = ('num_workers', 'val_every_n_epochs', 'channels_last', 'accelerat
 
 def _resume_point(out: Path, arch: Dict[str, Any], dataset: str, config: RetrainConfig
                   ) -> Tuple[Optional[Path], Optional[int]]:
-    """``(out/checkpoints/last.ckpt, the epoch it resumes at)``, or ``(None, None)`` when there is none.
+    """``(the newest checkpoint of out/checkpoints, the epoch it resumes at)``, or ``(None, None)`` when there is none.
 
     Refuses a checkpoint of another arch, dataset or recipe: the schedule (cosine T_max, drop-path ramp) and the
     weights' shapes come from them.
     """
-    from .rundir import load_checkpoint
-    last = out / 'checkpoints' / 'last.ckpt'
-    if not last.is_file():
+    from .rundir import load_checkpoint, newest_checkpoint
+    last = newest_checkpoint(out / 'checkpoints')  # an epoch file when killed before last.ckpt was written
+    if last is None:
         return None, None
     saved = load_checkpoint(last)  # a truncated file: an error naming it and --overwrite
     hparams = saved.get('hyper_parameters', {})

@@ -319,8 +319,9 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
                overwrite: bool = False) -> SearchResult:
     """Run the search of ``settings`` and write its outputs; returns the result.
 
-    ``resume=True`` continues the run in ``settings.out`` from ``checkpoints/last.ckpt`` (same settings, or a
-    ``RunFolderError`` lists the changed ones); ``'auto'`` resumes when there is a checkpoint. ``overwrite=True``
+    ``resume=True`` continues the run in ``settings.out`` from its newest checkpoint (same settings, or a
+    ``RunFolderError`` lists the changed ones), or starts it again from the beginning when it stopped before its
+    first checkpoint; ``'auto'`` resumes when there is a checkpoint. ``overwrite=True``
     deletes the run in ``settings.out`` first. Without either, a folder holding another run is refused
     (:mod:`nni_darts_ext.rundir`). A run that diverges raises :class:`~nni_darts_ext.guards.DivergenceError`.
     """
@@ -377,6 +378,8 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     # every check passed: from here on the run writes into ``out``
     rundir.prepare_run_folder(folder)
     status = {'finished': False, 'seed': settings.seed, 'versions': rundir.versions(), 'settings': record}
+    if folder.restart:
+        status['restarted'] = 'resume found no checkpoint: the search started from the beginning'
     if folder.resume_from is not None:
         _logger.info('search: resuming %s', folder.resume_from)
         strategy.load_state_dict({'run_dir': str(out)} if hasattr(strategy, 'run_dir') else
@@ -445,6 +448,17 @@ def _resume_check(folder: Any, settings: SearchSettings) -> Dict[str, Any]:
     """The settings recorded with the run; for a resume, refuse a corrupt checkpoint or changed settings."""
     from . import rundir
     record = _jsonable(dataclasses.asdict(settings))
+    if folder.restart:  # killed before its first checkpoint: the settings are in its summary.json
+        try:
+            saved = json.loads((folder.path / 'summary.json').read_text()).get('settings')
+        except (OSError, ValueError, AttributeError):
+            saved = None
+        changed = rundir.compare_settings(saved, record, free=RESUME_FREE_SETTINGS) if isinstance(saved, dict) else []
+        if changed:
+            raise rundir.RunFolderError(f'Cannot resume {folder.path} with other settings: {"; ".join(changed)}. '
+                                        'Resume with the settings of the run, or pass --overwrite to start a new '
+                                        'search there.')
+        return record  # rundir.prepare_run_folder says that the run starts from the beginning
     if folder.resume_from is None:
         return record
     if folder.resume_from.suffix == '.json':  # P-DARTS between two stages: the finished stage's record

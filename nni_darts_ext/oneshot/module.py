@@ -141,6 +141,16 @@ class DartsSearchModule(DartsLightningModule):
             self.training_module.to(memory_format=torch.channels_last)
         return super().on_fit_start()
 
+    def on_fit_end(self):
+        # A fit resumed from the checkpoint of its last epoch (a run killed after that checkpoint, before its results
+        # were written) runs no batch: the wrapped module's final NNI report would read a metric that was never
+        # logged (KeyError 'train_acc'). The search's outputs come from α and the restored per-epoch history.
+        if not self.trainer.callback_metrics:  # nothing logged in this process
+            _logger.info('The fit resumed at its end (epoch %d): no batch ran, no final metric to report.',
+                         self.trainer.current_epoch)
+            return None
+        return super().on_fit_end()
+
     def on_train_start(self):
         # With max_epochs=-1 the weight cosine runs per batch over max_steps (evaluator.cosine_period); Lightning counts
         # optimizer steps, two per batch once α trains, so convert max_steps into the batches this fit will run.

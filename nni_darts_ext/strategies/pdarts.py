@@ -371,12 +371,15 @@ class PDartsStrategy(DartsStrategy):
         stage_dir = self._stage_dir(self._stage.index) if self._stage is not None else None
         if stage_dir is not None:  # each stage checkpoints into its own folder
             from pytorch_lightning.callbacks import ModelCheckpoint
+
+            from ..rundir import newest_checkpoint
             trainer_kwargs['callbacks'] = [
                 ModelCheckpoint(dirpath=stage_dir, save_last=True, every_n_epochs=1)
                 if isinstance(cb, ModelCheckpoint) else cb for cb in trainer_kwargs.get('callbacks') or []]
-            if self._resuming and (stage_dir / 'last.ckpt').is_file():
-                fit_kwargs.update(ckpt_path=str(stage_dir / 'last.ckpt'), weights_only=False)
-                _logger.info('P-DARTS stage %d: resuming %s', self._stage.index + 1, stage_dir / 'last.ckpt')
+            newest = newest_checkpoint(stage_dir) if self._resuming else None
+            if newest is not None:
+                fit_kwargs.update(ckpt_path=str(newest), weights_only=False)
+                _logger.info('P-DARTS stage %d: resuming %s', self._stage.index + 1, newest)
         trainer = type(trainer)(*trainer.trace_args, **trainer_kwargs)
         if evaluator.datamodule is not None and self._datamodule_fns is not None:
             # mutate_evaluator patches these methods; restore the user's before it wraps them again
@@ -419,7 +422,7 @@ class PDartsStrategy(DartsStrategy):
 
     def load_state_dict(self, state_dict: dict) -> None:
         """``{'run_dir': out}`` resumes the search written there (:attr:`run_dir`): finished stages are read from
-        their stage files, the running stage continues from its ``checkpoints/stage<n>/last.ckpt``. A plain
+        their stage files, the running stage continues from the newest checkpoint of its ``checkpoints/stage<n>/``. A plain
         ``ckpt_path`` cannot resume P-DARTS (each stage builds a new supernet): the search starts at stage 1."""
         if state_dict.get('run_dir'):
             self.run_dir = Path(state_dict['run_dir'])
