@@ -410,6 +410,8 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     decision = decision_summary(probs)
     extra = {**dict(getattr(strategy, 'result_extra', {}) or {}), 'probs': probs, 'decision': decision,
              'decision_text': describe_decision(decision)}
+    if settings.order == 2:  # α steps whose ∇_w' L_val(w', α) was 0: hypergradient ∇_α L_val(w', α)
+        extra['zero_direction_steps'] = sum(int(h.get('zero_direction_steps', 0)) for h in history)
     products = edge_products(probs)
     if products:
         extra['edge_products'] = products

@@ -222,13 +222,26 @@ def test_nan_loss_raises_and_restores():
         unrolled_hypergradient(weights, [model.alpha], lambda: train_loss() + float("inf"), val_loss, XI)
 
 
-def test_zero_validation_gradient_raises_in_finite_difference_mode():
+@pytest.mark.parametrize("hvp", ["finite_difference", "exact"])
+def test_zero_validation_gradient_gives_the_alpha_gradient_at_w_prime(hvp, caplog):
+    """‖∇_w' L_val(w', α)‖ = 0: the Hessian-vector product is exactly 0, the step goes on with ∇_α L_val(w', α)
+    (the finite-difference radius r/‖v‖ is undefined, which used to stop the search); reported to the callback."""
     model, weights, train_loss, _, _ = make_case(smooth=True, seed=0)
+    before = [w.detach().clone() for w in weights]
     alpha_only = lambda: (model.alpha ** 2).sum()  # noqa: E731  (no dependence on w)
-    with pytest.raises(ValueError, match="zero"):
-        unrolled_hypergradient(weights, [model.alpha], train_loss, alpha_only, XI)
-    g = unrolled_hypergradient(weights, [model.alpha], train_loss, alpha_only, XI, hvp="exact")[0]
-    assert torch.allclose(g, 2 * model.alpha.detach(), rtol=0, atol=1e-15)
+    calls = []
+    g = unrolled_hypergradient(weights, [model.alpha], train_loss, alpha_only, XI, hvp=hvp,
+                               on_zero_direction=lambda: calls.append(1))[0]
+    assert torch.equal(g, 2 * model.alpha.detach()) and calls == [1]
+    assert all(torch.equal(w, b) for w, b in zip(weights, before))
+    # a loss that depends on w, with a gradient that is exactly 0 there (relu of a negative input) and on α
+    dead = lambda: (torch.relu(-1.0 - weights[0].abs().sum()) + model.alpha.sum() ** 2)  # noqa: E731
+    g = unrolled_hypergradient(weights, [model.alpha], train_loss, dead, XI, hvp=hvp)[0]
+    assert torch.equal(g, torch.full_like(model.alpha, 2 * model.alpha.detach().sum().item()))
+    # non-finite stays an error
+    with pytest.raises(ValueError, match="not finite"):
+        unrolled_hypergradient(weights, [model.alpha], train_loss, lambda: alpha_only() * weights[0].sum() * math.inf,
+                               XI, hvp=hvp)
 
 
 # ----------------------------------------------------------------------------------------------

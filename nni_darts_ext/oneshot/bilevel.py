@@ -41,6 +41,7 @@ Conventions
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import Callable, Iterator, Literal, Optional, Sequence, Union
 
@@ -62,6 +63,15 @@ AllReduce = Callable[[list], list]
 TensorOrSeq = Union[Tensor, Sequence[Tensor]]
 
 _NAN_ADVICE = "lower the learning rates (weights and architecture) or check the data for NaN/inf values"
+_logger = logging.getLogger(__name__)
+_ZERO_DIRECTION_LOGGED = False
+
+
+def _log_zero_direction() -> None:
+    global _ZERO_DIRECTION_LOGGED
+    _ZERO_DIRECTION_LOGGED = True
+    _logger.warning("unrolled_hypergradient: ‖∇_w' L_val(w', α)‖ = 0 on a batch (the validation loss does not "
+                    "depend on the weights there): its hypergradient is ∇_α L_val(w', α) (logged once)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,6 +249,7 @@ def unrolled_hypergradient(
     hvp: Literal["finite_difference", "exact"] = "finite_difference",
     r: float = 0.01,
     all_reduce: Optional[AllReduce] = None,
+    on_zero_direction: Optional[Callable[[], None]] = None,
 ) -> list[Tensor]:
     """Second-order DARTS architecture gradient (DARTS eq. 7–8, SPEC §3).
 
@@ -271,6 +282,10 @@ def unrolled_hypergradient(
         ``nni_darts_ext.oneshot.distributed``). Applied to ∇_w L_train (so every rank takes the same virtual
         step), to ∇_α and ∇_{w'} L_val (so ‖∇_{w'} L_val‖, and with it ε, is the global one) and to the
         Hessian-vector product: the result is the gradient of the global batch on every rank.
+    on_zero_direction : callable, optional
+        Called (without arguments) when ``v = ∇_{w'} L_val(w', α)`` is exactly zero: then the Hessian-vector
+        product is exactly zero, the result is ``∇_α L_val(w', α)`` and the two (or one) passes of the product are
+        skipped. Without it, such a step is logged once per process.
 
     Returns
     -------
@@ -280,8 +295,9 @@ def unrolled_hypergradient(
     Raises
     ------
     ValueError
-        If a loss is NaN or infinite, if ``‖∇_{w'} L_val(w', α)‖`` is not finite, or (finite
-        difference only) if it is zero, which leaves the radius ε = r/‖v‖ undefined.
+        If a loss is NaN or infinite, or if ``‖∇_{w'} L_val(w', α)‖`` is not finite. (Zero is no
+        error: with ``v = 0`` the product ``∇²_{α,w} L_train · v`` is exactly 0, although the
+        finite-difference radius ε = r/‖v‖ is undefined; see ``on_zero_direction``.)
 
     Notes
     -----
@@ -334,11 +350,14 @@ def unrolled_hypergradient(
         v_norm = _norm(v)
         if not math.isfinite(v_norm):
             raise ValueError(f"‖∇_w' L_val(w', α)‖ is {v_norm} (not finite); {_NAN_ADVICE}")
-        if v_norm == 0.0 and hvp == "finite_difference":
-            raise ValueError(
-                "‖∇_w' L_val(w', α)‖ is zero: the validation loss does not depend on the weights, "
-                "so the finite-difference radius ε = r/‖v‖ is undefined (use first order)"
-            )
+        if v_norm == 0.0:
+            # ∇²_{α,w} L_train · 0 = 0 exactly: the hypergradient is ∇_α L_val(w', α) (the radius ε = r/‖v‖ of
+            # the finite difference would be undefined; the double backward would return zeros)
+            if on_zero_direction is not None:
+                on_zero_direction()
+            elif not _ZERO_DIRECTION_LOGGED:
+                _log_zero_direction()
+            return [ga.detach() for ga in g_alpha]
 
         # (3) mixed second derivative ∇²_{α,w} L_train(w, α) · v at the ORIGINAL w (DARTS eq. 8).
         if hvp == "finite_difference":

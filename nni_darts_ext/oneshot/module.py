@@ -101,6 +101,8 @@ class DartsSearchModule(DartsLightningModule):
                          warmup_epochs=config.warmup_epochs)
         self.config = config
         self.genotype_history: List[Any] = []
+        self.zero_direction_steps = 0  # order-2 α steps of this epoch with ∇_w' L_val(w', α) = 0 (in the history)
+        self._zero_direction_logged = False
 
     # --- optimisers ---------------------------------------------------------------------------------------------
     def configure_architecture_optimizers(self):
@@ -208,12 +210,24 @@ class DartsSearchModule(DartsLightningModule):
                 momentum=group.get('momentum', 0.0) or 0.0,
                 momentum_buffers=[w_optim.state.get(p, {}).get('momentum_buffer') for p in weights],
                 weight_decay=group.get('weight_decay', 0.0) or 0.0,
-                hvp=self.config.hvp, r=self.config.fd_radius, all_reduce=all_reduce)
+                hvp=self.config.hvp, r=self.config.fd_radius, all_reduce=all_reduce,
+                on_zero_direction=self._zero_direction_step)
         for alpha, grad in zip(alphas, grads):
             alpha.grad = grad
         if self.config.arc_gradient_clip_val:
             nn.utils.clip_grad_norm_(alphas, self.config.arc_gradient_clip_val)
         arc_optim.step()
+
+    def _zero_direction_step(self) -> None:
+        """An order-2 α step whose ∇_w' L_val(w', α) is exactly 0: its hypergradient is ∇_α L_val(w', α)
+        (bilevel.unrolled_hypergradient); counted per epoch in the history, logged once."""
+        self.zero_direction_steps += 1
+        if not self._zero_direction_logged:
+            self._zero_direction_logged = True
+            _logger.warning("epoch %d, batch %d: ‖∇_w' L_val(w', α)‖ = 0 (the validation loss does not depend on the "
+                            "weights on this batch): the α step uses ∇_α L_val(w', α), the Hessian-vector product "
+                            'being 0. Logged once; the history counts such steps per epoch.',
+                            self.trainer.current_epoch, self.trainer.fit_loop.epoch_loop.batch_idx)
 
     def weight_step(self, trn_batch: Any, batch_idx: int) -> Any:
         """One step of the evaluator's weight optimiser on the training batch (gradient norm clipped)."""
@@ -249,8 +263,11 @@ class DartsSearchModule(DartsLightningModule):
         epoch = self.trainer.current_epoch
         acc = self.trainer.callback_metrics.get('val_acc')
         text = str(genotype) if genotype is not None else str(arch)
-        self.genotype_history.append({'epoch': epoch, 'arch': arch, 'genotype': genotype,
-                                      'val_acc': None if acc is None else float(acc)})
+        record = {'epoch': epoch, 'arch': arch, 'genotype': genotype, 'val_acc': None if acc is None else float(acc)}
+        if self.zero_direction_steps:
+            record['zero_direction_steps'] = self.zero_direction_steps
+            self.zero_direction_steps = 0
+        self.genotype_history.append(record)
         _logger.info('epoch %d: supernet val_acc %s, %s %s', epoch, 'n/a' if acc is None else f'{float(acc):.4f}',
                      'genotype' if genotype is not None else 'arch', text)
         if genotype is not None:
