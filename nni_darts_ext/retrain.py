@@ -37,6 +37,7 @@ from . import accel
 from .data import DartsDataModule, DatasetInfo, get_info
 from .space.genotype import (OUR_FORMAT, Genotype, arch_to_genotype, genotype_from_name, genotype_to_arch, load_arch,
                              save_arch, to_arch_format, validate_arch)
+from .space.flops import count_flops  # its home since the FLOP counting left this module; importable here as before
 from .space.network import DartsCellSpace
 from .space.ops import OPS
 
@@ -155,23 +156,6 @@ def count_parameters(model: nn.Module, auxiliary: bool = False) -> int:
     """Parameters, without the auxiliary head unless asked (DARTS ``utils.count_parameters_in_MB`` skips
     names containing "auxiliary")."""
     return sum(p.numel() for name, p in model.named_parameters() if auxiliary or 'auxiliary' not in name)
-
-
-def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """FLOPs of one inference forward pass of one image (eval mode: no auxiliary head, no drop-path), counted by
-    ``torch.utils.flop_counter.FlopCounterMode``: 2 per multiply-add of convolutions and matrix products; BN, ReLU,
-    pooling and additions are not counted (as in the DARTS/NASNet "mult-adds")."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = model.training
-    model.eval()
-    try:
-        param = next(model.parameters())
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops())
 
 
 # --- Lightning --------------------------------------------------------------------------------------------------------
@@ -485,12 +469,6 @@ def _trainer(config: RetrainConfig, out: Path, callbacks: Sequence[pl.Callback],
     kwargs['plugins'] = [*kwargs.get('plugins', []), *distributed.pop('plugins', [])]
     kwargs.update(distributed)
     return pl.Trainer(**kwargs)
-
-
-def _write_json(path: Path, data: Dict[str, Any]) -> None:
-    tmp = path.with_suffix('.json.tmp')
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 # --- CLI --------------------------------------------------------------------------------------------------------------

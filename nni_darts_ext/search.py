@@ -33,7 +33,6 @@ WEIGHT_RECIPES: Dict[str, Dict[str, Any]] = {
     'pdarts': dict(batch_size=96, learning_rate=0.025, learning_rate_min=0.0),
     'pcdarts': dict(batch_size=256, learning_rate=0.1, learning_rate_min=0.0),
 }
-REFERENCE_WEIGHT_RECIPE = WEIGHT_RECIPES
 # Weight-only warm-up as a fraction of the epochs: PC-DARTS 15 of 50, P-DARTS 10 of 25 per stage; DARTS none.
 WARMUP_FRACTION = {'darts': 0.0, 'pdarts': 10 / 25, 'pcdarts': 15 / 50}
 # Short searches (every preset but `reference`) warm the weights up for a third of the epochs, DARTS included:
@@ -177,7 +176,7 @@ class SearchSettings:
             preset['epochs'] = preset.pop('stage_epochs')
         else:
             preset.pop('stage_epochs')
-        recipe = REFERENCE_WEIGHT_RECIPE[self.strategy]
+        recipe = WEIGHT_RECIPES[self.strategy]
         for key, value in {**recipe, **preset}.items():
             if values.get(key) is None:  # an explicit value (--dataset too) wins over the preset
                 values[key] = value

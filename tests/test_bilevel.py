@@ -414,3 +414,18 @@ def test_ttsa_box_projection():
     t = 1.0 / float(torch.linalg.eigvalsh(pr["H"]).max())
     assert float((xd - (xd - t * grad).clamp(lo, hi)).norm()) <= 1e-6
     assert bool(((xd == lo) | (xd == hi)).any())  # some constraint is active
+
+
+def test_old_import_paths_keep_every_name():
+    """``oneshot.bilevel`` (split into ``hypergradient`` and ``implicit``) and ``retrain.count_flops`` (moved to
+    ``space.flops``) still export the same objects."""
+    from nni_darts_ext import retrain
+    from nni_darts_ext.oneshot import bilevel, hypergradient, implicit
+    from nni_darts_ext.space import flops
+    expected = {"first_order_hypergradient", "virtual_step", "unrolled_hypergradient", "implicit_hypergradient",
+                "box_projection", "TTSA"}
+    assert expected <= set(bilevel.__all__)
+    for name in bilevel.__all__:
+        home = hypergradient if name in hypergradient.__all__ else implicit
+        assert getattr(bilevel, name) is getattr(home, name), name
+    assert retrain.count_flops is flops.count_flops and "count_flops" in retrain.__all__

@@ -17,7 +17,7 @@ import torch.nn as nn
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 
 from ..space.genotype import arch_to_genotype, count_skips
-from .bilevel import first_order_hypergradient, unrolled_hypergradient
+from .hypergradient import first_order_hypergradient, unrolled_hypergradient
 from .distributed import arch_parameter_names, broadcast_int, gradient_all_reduce
 
 __all__ = ['DartsSearchConfig', 'DartsSearchModule', 'replay_random']
@@ -220,7 +220,7 @@ class DartsSearchModule(DartsLightningModule):
 
     def _zero_direction_step(self) -> None:
         """An order-2 α step whose ∇_w' L_val(w', α) is exactly 0: its hypergradient is ∇_α L_val(w', α)
-        (bilevel.unrolled_hypergradient); counted per epoch in the history, logged once."""
+        (hypergradient.unrolled_hypergradient); counted per epoch in the history, logged once."""
         self.zero_direction_steps += 1
         if not self._zero_direction_logged:
             self._zero_direction_logged = True
