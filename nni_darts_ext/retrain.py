@@ -1,4 +1,5 @@
-"""Train a found architecture from scratch (DARTS step 3, SPEC §3) and report accuracy, parameters and mult-adds.
+"""Train a found architecture from scratch (DARTS section 3.3, architecture evaluation) and report accuracy,
+parameters and mult-adds.
 
 The fixed network is :class:`~nni_darts_ext.DartsCellSpace` rebuilt under ``nni.nas.space.model_context(arch)``
 (only the chosen ops, affine BN, optional auxiliary head), trained by :class:`RetrainModule` with a plain Lightning
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -340,7 +340,7 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo] = 'fashion-mnist'
         keyword overrides (``epochs=3`` ...); unknown keys raise ``ValueError``.
     resume
         Continue from ``out/checkpoints/last.ckpt`` when it exists (it must be of the same arch, dataset and
-        recipe). ``False``: ``out`` must hold no run (issue #12: one run per folder).
+        recipe). ``False``: ``out`` must hold no run (one run per folder: docs/reliability.md).
     overwrite
         Delete the run in ``out`` (results, checkpoints, logs) before starting a new one.
     train_loader, test_loader

@@ -160,7 +160,8 @@ def resume_point(out: PathLike) -> Optional[Path]:
     def number(path: Path) -> int:
         digits = ''.join(c for c in (path.parent.name if path.suffix == '.ckpt' else path.stem) if c.isdigit())
         return int(digits or 0)
-    stage_ckpts = sorted(filter(None, map(newest_checkpoint, (p for p in out.glob('checkpoints/stage*') if p.is_dir()))), key=number)
+    stage_dirs = (p for p in out.glob('checkpoints/stage*') if p.is_dir())
+    stage_ckpts = sorted(filter(None, map(newest_checkpoint, stage_dirs)), key=number)
     stage_files = sorted(out.glob('stages/stage*.json'), key=number)
     # a stage's record is written when it ends, after its last checkpoint: the later point of the same stage
     candidates = [(number(p), 0, p) for p in stage_ckpts] + [(number(p), 1, p) for p in stage_files]

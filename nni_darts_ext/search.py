@@ -155,7 +155,7 @@ class SearchSettings:
     precision: str = _opt('32-true', 'Lightning precision, e.g. bf16-mixed (the finite-difference HVP stays in '
                                      'float32: bilevel.py)')
     compile: bool = _opt(False, 'torch.compile the supernet (opt-in: slow to compile, pays on a GPU)')
-    # data parallel inside one search (issue #13; Lightning's Trainer names)
+    # data parallel inside one search (docs/distributed.md; Lightning's Trainer names)
     num_nodes: int = _opt(1, 'machines (DDP across nodes)')
     strategy_backend: Optional[str] = _opt(None, "Lightning's distributed strategy: ddp | ddp_spawn | ... (named so "
                                                  'because --strategy is the NAS strategy; default: Lightning\'s '
@@ -248,7 +248,8 @@ class SearchResult:
         return (f'{self.settings.strategy} (order {self.settings.order}) on {self.settings.dataset}: '
                 f'{self.settings.epochs} epochs in {self.seconds:.0f} s, supernet val acc {acc}, '
                 f'derived net {self.params / 1e3:.1f} k params; genotype {self.genotype}'
-                + (f"; pictures: {', '.join(map(str, self.extra['files'].values()))}" if self.extra.get('files') else ''))
+                + (f"; pictures: {', '.join(map(str, self.extra['files'].values()))}"
+                   if self.extra.get('files') else ''))
 
 
 def build_strategy(settings: SearchSettings):
@@ -305,12 +306,12 @@ def distributed_trainer_kwargs(settings: Any) -> Dict[str, Any]:
 def _callbacks(out: Path, extra: Sequence[Any]) -> List[Any]:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from .callbacks import ArchitectureLogger  # softmax(α)/β scalars and heat maps in TensorBoard (issue #7)
+    from .callbacks import ArchitectureLogger  # softmax(α)/β scalars and heat maps in TensorBoard
     return [ModelCheckpoint(dirpath=out / 'checkpoints', save_last=True, every_n_epochs=1), ArchitectureLogger(),
             *extra]
 
 
-# Settings that may differ between a search and its resumption (issue #12).
+# Settings that may differ between a search and its resumption (docs/reliability.md).
 RESUME_FREE_SETTINGS = ('out', 'progress_bar', 'num_workers', 'data_dir')
 
 
@@ -335,7 +336,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     from .evaluator import search_evaluator
     from .guards import DivergenceGuard
     from .oneshot.decision import decision_summary, describe_decision, edge_products
-    from .space.genotype import arch_to_genotype, save_arch
+    from .space.genotype import arch_to_genotype
     from .oneshot.distributed import is_rank_zero
 
     settings = settings.resolved()
@@ -481,10 +482,10 @@ def _resume_check(folder: Any, settings: SearchSettings) -> Dict[str, Any]:
 
 
 def retrain_derived(settings: SearchSettings, arch: Dict[str, Any]) -> Dict[str, Any]:
-    """A proxy of the found cell worth tuning (issue #13): the derived network, trained from scratch for
-    ``settings.retrain_epochs`` epochs on the search's *training* half (the weights' half), evaluated on the
-    *architecture* half. The test set is never used. Same width, depth, batch, seed and weight lr as the search; no
-    auxiliary head, drop path or cutout (a few epochs). Outputs in ``out/retrain``."""
+    """A proxy of the found cell worth tuning (README, "Reliability and scale-out"): the derived network, trained
+    from scratch for ``settings.retrain_epochs`` epochs on the search's *training* half (the weights' half),
+    evaluated on the *architecture* half. The test set is never used. Same width, depth, batch, seed and weight lr as
+    the search; no auxiliary head, drop path or cutout (a few epochs). Outputs in ``out/retrain``."""
     from .data import DartsDataModule
     from .retrain import retrain
     halves = dict(batch_size=settings.batch_size, subset=settings.subset, seed=settings.seed, root=settings.data_dir,
@@ -507,7 +508,7 @@ def retrain_derived(settings: SearchSettings, arch: Dict[str, Any]) -> Dict[str,
 
 
 def _draw_result(result: SearchResult, module: Any) -> None:
-    """Cell diagrams and final softmax(α)/β heat maps into ``out``, listed in the summary's files (issue #7)."""
+    """Cell diagrams and final softmax(α)/β heat maps into ``out``, listed in the summary's files."""
     from .viz import PlotError, plot_genotype, save_heatmaps
     files = result.extra.setdefault('files', {})
     try:

@@ -129,7 +129,7 @@ class DartsSearchModule(DartsLightningModule):
         opt = weight_opts[0]
         return getattr(opt, 'optimizer', opt)
 
-    # --- data parallel (issue #13) -----------------------------------------------------------------------------------
+    # --- data parallel (docs/distributed.md) --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         # Called before Lightning wraps the module in DistributedDataParallel: α/β stay out of DDP's reducer (their
         # gradients are set by hand in arch_step and averaged there; the weight step does not compute them, which
@@ -199,7 +199,8 @@ class DartsSearchModule(DartsLightningModule):
             group = w_optim.param_groups[0]
             weights = [p for g in w_optim.param_groups for p in g['params'] if p.requires_grad]
             # one seed per α step, drawn from the global generator (so runs stay reproducible): every pass of
-            # the step sees the same random masks (issue #10: P-DARTS skip dropout made eq. 8 noise)
+            # the step sees the same random masks (else P-DARTS' skip dropout draws other masks at w ± εv and
+            # DARTS eq. 8 measures noise)
             # (rank 0's seed on every rank under DDP)
             seed = broadcast_int(int(torch.randint(0, 2 ** 62, (1,)).item()))
             grads = unrolled_hypergradient(

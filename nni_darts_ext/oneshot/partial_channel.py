@@ -9,8 +9,8 @@ two parts are concatenated and channel-shuffled with K groups, so that the next 
 The candidates the user declared at full width are dropped: the mutation hook rebuilds each named candidate with
 ``build_op(name, C // K, stride, search=True)`` from the ``edge_spec = {'channels': C, 'stride': s}`` metadata that
 :class:`~nni_darts_ext.DartsCellSpace` puts on every edge ``LayerChoice``. A choice without that metadata (its
-candidates are not registry ops) or whose C is not divisible by K cannot be made partial: :func:`check_partial_channel_space`
-reports every such choice, by label and reason, in one error before any training.
+candidates are not registry ops) or whose C is not divisible by K cannot be made partial:
+:func:`check_partial_channel_space` reports every such choice, by label and reason, in one error before any training.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import os
 import re
 from collections import namedtuple
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from .ops import NONE_OP, OPS
 

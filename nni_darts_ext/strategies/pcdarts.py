@@ -64,8 +64,8 @@ class PcDartsStrategy(DartsStrategy):
         Channel proportion 1/K through the ops (4 on CIFAR, ``MixedOp.k``; 2 on ImageNet). ``k=1`` is DARTS with
         edge normalisation.
     order
-        1 (default; "our method is constructed based on DARTS (1st order) (unrolled=false)", PC-DARTS issue #23) or
-        2 (DARTS' unrolled gradient, also supported).
+        1 (default; "our method is constructed based on DARTS (1st order) (unrolled=false)",
+        github.com/yuhuixu1993/PC-DARTS/issues/23) or 2 (DARTS' unrolled gradient, also supported).
     arc_learning_rate, arc_betas, arc_weight_decay
         Adam for α and β: 6e-4, (0.5, 0.999), 1e-3 (``--arch_learning_rate``, ``architect.py``).
     gradient_clip_val

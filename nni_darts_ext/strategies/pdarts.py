@@ -187,8 +187,9 @@ class PDartsStrategy(DartsStrategy):
         self._datamodule_fns: Optional[Tuple[Any, Any]] = None
         self._genotype_history: List[Dict[str, Any]] = []  # every stage's per-epoch entries, shared by the modules
         self._final_space: Any = None
-        # Set by run_search (issue #12): every stage checkpoints into run_dir/checkpoints/stage<n>/ and writes its
-        # record to run_dir/stages/stage<n>.json when it ends; load_state_dict({'run_dir': ...}) resumes from them.
+        # Set by run_search (docs/reliability.md): every stage checkpoints into run_dir/checkpoints/stage<n>/ and
+        # writes its record to run_dir/stages/stage<n>.json when it ends; load_state_dict({'run_dir': ...}) resumes
+        # from them.
         self.run_dir: Optional[Path] = None
         self.run_settings: Optional[Dict[str, Any]] = None
         self._resuming = False
@@ -291,7 +292,7 @@ class PDartsStrategy(DartsStrategy):
             self._save_stage(record)
         self._finish(module)
 
-    # --- stage files (issue #12) ----------------------------------------------------------------------------------
+    # --- stage files (docs/reliability.md) ----------------------------------------------------------------------------
     def _stage_dir(self, index: int) -> Optional[Path]:
         return None if self.run_dir is None else Path(self.run_dir) / 'checkpoints' / f'stage{index + 1}'
 
@@ -422,7 +423,8 @@ class PDartsStrategy(DartsStrategy):
 
     def load_state_dict(self, state_dict: dict) -> None:
         """``{'run_dir': out}`` resumes the search written there (:attr:`run_dir`): finished stages are read from
-        their stage files, the running stage continues from the newest checkpoint of its ``checkpoints/stage<n>/``. A plain
+        their stage files, the running stage continues from the newest checkpoint of its
+        ``checkpoints/stage<n>/``. A plain
         ``ckpt_path`` cannot resume P-DARTS (each stage builds a new supernet): the search starts at stage 1."""
         if state_dict.get('run_dir'):
             self.run_dir = Path(state_dict['run_dir'])
