@@ -25,7 +25,7 @@ from nni_darts_ext.oneshot.bilevel import (
 )
 
 DT = torch.float64
-XI = 0.05  # ξ of SPEC §3's measurement
+XI = 0.05  # ξ of the unrolled step in these tests (DARTS eq. 7)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ def test_unrolled_matches_autograd_through_virtual_step_smooth(seed, with_optimi
 
 
 def test_unrolled_relu_maxpool_direction():
-    """With kinks the central difference is only approximate: compare directions (SPEC §3).
+    """With kinks the central difference is only approximate: compare directions (DARTS eq. 8 assumes a smooth L_train).
 
     The cosine is taken on the second-order *correction* ``g₂ − g₁`` (not on g₂, which is dominated
     by the first-order part and would be ≈ 1 even for a wrong HVP). Measured: ≥ 0.99998; FD vs exact
@@ -130,8 +130,7 @@ def test_unrolled_relu_maxpool_direction():
 def test_order2_differs_from_order1_beyond_fd_error():
     """The second-order term is visible above the estimator's error.
 
-    Seed 2 is the case with the smallest correction among those measured (‖g₂ − g₁‖/‖g₁‖ = 4.2e-2,
-    the same order as the ~2 % of SPEC §3), so the bound 1e-2 leaves a factor-4 margin; FD vs exact
+    Seed 2 is the case with the smallest correction among those measured (‖g₂ − g₁‖/‖g₁‖ = 4.2e-2),, so the bound 1e-2 leaves a factor-4 margin; FD vs exact
     is 1.6e-6 there, four orders of magnitude below. A mis-scaled HVP (e.g. ``/ 2 * ε``) makes g₂ ≈ g₁
     and fails the first assertion of this test and the tolerance of the previous one.
     """
@@ -245,7 +244,7 @@ def test_zero_validation_gradient_gives_the_alpha_gradient_at_w_prime(hvp, caplo
 
 
 # ----------------------------------------------------------------------------------------------
-# DARTS toy problem (DARTS Fig. 2; SPEC §1)
+# DARTS toy problem (DARTS Fig. 2: L_val = αw − 2α + 1, L_train = w² − 2αw + α²)
 # ----------------------------------------------------------------------------------------------
 
 def run_toy(xi: float, hvp: str, steps: int = 150, lr_alpha: float = 0.1) -> tuple[float, float]:
@@ -282,7 +281,7 @@ def test_darts_toy_fixed_point(xi, target, hvp):
 
 
 # ----------------------------------------------------------------------------------------------
-# implicit gradient and TTSA on a quadratic bilevel problem (research/darts_family.md §7.3)
+# implicit gradient and TTSA on a quadratic bilevel problem (closed-form optimum; TTSA: Hong, Wai, Wang & Yang)
 # ----------------------------------------------------------------------------------------------
 
 def quadratic_problem(seed: int = 0, n: int = 5, m: int = 5) -> dict:
