@@ -21,7 +21,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import nni_darts_ext, pytest, torchvision, ruff" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import nni_darts_ext, pytest, torchvision, ruff, importlinter" >/dev/null 2>&1; then
   .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
 fi
 .venv/bin/python -m nni_darts_ext prepare-data >/dev/null
