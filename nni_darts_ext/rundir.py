@@ -354,11 +354,25 @@ class ResumeState(_resume_state_base()):
             sampler.epoch = int(epoch)
         self._history = list(state_dict.get('history', []))
         self._skip_history = list(state_dict.get('skip_dropout_history', []))
-        if state_dict.get('torch_rng_state') is not None:
-            torch.set_rng_state(state_dict['torch_rng_state'])
+        self._rng_at_checkpoint = state_dict.get('torch_rng_state')
+        if self._rng_at_checkpoint is not None:
+            torch.set_rng_state(self._rng_at_checkpoint)
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._module = pl_module
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._rng_at_checkpoint = None  # the fit goes on: the random state is the run's own from here
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        # A fit resumed from the checkpoint of its last epoch runs no batch, but Lightning still sets up the data
+        # loaders, and each DataLoader iterator draws its base seed from the global generator. The uninterrupted run
+        # ends its fit with the state of that checkpoint (nothing random follows it): so does the resumed one, and
+        # what comes next (P-DARTS' next stage: supernet initialisation, skip dropout) draws the same numbers.
+        if getattr(self, '_rng_at_checkpoint', None) is not None:
+            import torch
+            torch.set_rng_state(self._rng_at_checkpoint)
+        self._rng_at_checkpoint = None
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         history = getattr(pl_module, 'genotype_history', None)

@@ -231,3 +231,24 @@ def test_resume_after_the_last_checkpoint_before_the_results(tmp_path, tmp_path_
     run([*args, '--resume'], killed)
     assert json.loads((killed / 'summary.json').read_text())['resumed_from'].endswith('last.ckpt')
     assert_same_search(straight, killed)
+
+
+def test_pdarts_resume_after_a_stage_s_last_checkpoint_before_its_record(tmp_path, tmp_path_factory):
+    """Killed after stage 2's last checkpoint, before ``stages/stage2.json``: the resumed stage runs no batch, yet its
+    data loaders draw from the global random generator; the random state must be the checkpoint's when the stage
+    ends, or stage 3's supernet and skip dropout differ (found by the spread kills)."""
+    straight = straight_run(PDARTS, tmp_path_factory)[0]
+    killed = tmp_path / 'killed'
+    shutil.copytree(straight, killed)
+    for path in ('stages/stage2.json', 'stages/stage3.json', 'arch.json', 'genotype.txt', 'summary.txt'):
+        (killed / path).unlink()
+    shutil.rmtree(killed / 'checkpoints' / 'stage3')
+    summary = json.loads((killed / 'summary.json').read_text())
+    (killed / 'summary.json').write_text(json.dumps({k: summary[k] for k in ('seed', 'versions', 'settings')}
+                                                    | {'status': 'running', 'finished': False}))
+    run([*PDARTS, '--resume'], killed)
+    assert json.loads((killed / 'summary.json').read_text())['resumed_from'].endswith('stage2/last.ckpt')
+    for name in ('stage2.json', 'stage3.json'):
+        a, b = (json.loads((d / 'stages' / name).read_text()) for d in (straight, killed))
+        assert a['rng_state'] == b['rng_state'] and a['probs'] == b['probs'], name
+    assert_same_search(straight, killed)
