@@ -15,8 +15,7 @@ from typing import Any, Dict, Optional, Union
 
 import pytorch_lightning as pl
 
-__all__ = ['PRECISIONS', 'uses_gpu', 'parse_devices', 'trainer_kwargs', 'pin_memory', 'CompileSupernet',
-           'add_arguments']
+__all__ = ['PRECISIONS', 'uses_gpu', 'parse_devices', 'trainer_kwargs', 'pin_memory', 'CompileSupernet']
 
 _logger = logging.getLogger(__name__)
 
@@ -77,12 +76,3 @@ class CompileSupernet(pl.Callback):
             model._nni_darts_compiled = True
             _logger.info('torch.compile: %s (%s)', type(model).__name__, self.compile_kwargs or 'defaults')
 
-
-def add_arguments(p: Any) -> None:
-    """``--accelerator``, ``--devices``, ``--precision`` and ``--compile`` (shared by ``search`` and ``train``)."""
-    p.add_argument('--accelerator', default=None, help="Lightning accelerator: auto | cpu | gpu (default auto)")
-    p.add_argument('--devices', default=None, help="Lightning devices: auto | N | '0,1' (default auto)")
-    p.add_argument('--precision', default=None, choices=PRECISIONS,
-                   help='Lightning precision, e.g. 32-true (default) or bf16-mixed')
-    p.add_argument('--compile', action='store_true', default=None,
-                   help='torch.compile the supernet (opt-in; pays on a GPU, very slow to compile on a CPU)')

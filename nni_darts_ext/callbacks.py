@@ -139,7 +139,7 @@ class EpochLogger(pl.Callback):
 
 class DataParallelSyncCheck(pl.Callback):
     """Under DDP: after every training step, all-gather α/β and the weights and raise if any rank differs (NNI
-    issue #5013 is α drifting apart per rank). One process: records only.
+    microsoft/nni#5013 is α drifting apart per rank). One process: records only.
 
     ``history`` (every rank) holds per step ``{'step', 'alphas'}`` (α/β flattened in ``arch_parameters`` order, as
     floats), for comparisons with other runs; ``max_weight_diff`` the largest weight difference seen between ranks.

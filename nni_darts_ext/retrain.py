@@ -1,4 +1,5 @@
-"""Train a found architecture from scratch (DARTS step 3, SPEC §3) and report accuracy, parameters and mult-adds.
+"""Train a found architecture from scratch (DARTS section 3.3, architecture evaluation) and report accuracy,
+parameters and mult-adds.
 
 The fixed network is :class:`~nni_darts_ext.DartsCellSpace` rebuilt under ``nni.nas.space.model_context(arch)``
 (only the chosen ops, affine BN, optional auxiliary head), trained by :class:`RetrainModule` with a plain Lightning
@@ -40,6 +41,7 @@ from .search import PRESET_ALIASES, preset_cost_line, preset_help
 from .search import PRESETS as SEARCH_PRESETS
 from .space.genotype import (OUR_FORMAT, Genotype, arch_to_genotype, genotype_from_name, genotype_to_arch, load_arch,
                              save_arch, to_arch_format, validate_arch)
+from .space.flops import count_flops  # its home since the FLOP counting left this module; importable here as before
 from .space.network import DartsCellSpace
 from .space.ops import OPS
 
@@ -204,23 +206,6 @@ def count_parameters(model: nn.Module, auxiliary: bool = False) -> int:
     return sum(p.numel() for name, p in model.named_parameters() if auxiliary or 'auxiliary' not in name)
 
 
-def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """FLOPs of one inference forward pass of one image (eval mode: no auxiliary head, no drop-path), counted by
-    ``torch.utils.flop_counter.FlopCounterMode``: 2 per multiply-add of convolutions and matrix products; BN, ReLU,
-    pooling and additions are not counted (as in the DARTS/NASNet "mult-adds")."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = model.training
-    model.eval()
-    try:
-        param = next(model.parameters())
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops())
-
-
 # --- Lightning --------------------------------------------------------------------------------------------------------
 class RetrainModule(pl.LightningModule):
     """Cross-entropy + ``auxiliary_weight`` x auxiliary cross-entropy (training only), SGD with cosine annealing, the
@@ -355,14 +340,14 @@ _RESUME_FREE = ('num_workers', 'val_every_n_epochs', 'channels_last', 'accelerat
 
 def _resume_point(out: Path, arch: Dict[str, Any], dataset: str, config: RetrainConfig
                   ) -> Tuple[Optional[Path], Optional[int]]:
-    """``(out/checkpoints/last.ckpt, the epoch it resumes at)``, or ``(None, None)`` when there is none.
+    """``(the newest checkpoint of out/checkpoints, the epoch it resumes at)``, or ``(None, None)`` when there is none.
 
     Refuses a checkpoint of another arch, dataset or recipe: the schedule (cosine T_max, drop-path ramp) and the
     weights' shapes come from them.
     """
-    from .rundir import load_checkpoint
-    last = out / 'checkpoints' / 'last.ckpt'
-    if not last.is_file():
+    from .rundir import load_checkpoint, newest_checkpoint
+    last = newest_checkpoint(out / 'checkpoints')  # an epoch file when killed before last.ckpt was written
+    if last is None:
         return None, None
     saved = load_checkpoint(last)  # a truncated file: an error naming it and --overwrite
     hparams = saved.get('hyper_parameters', {})
@@ -401,7 +386,7 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo, None] = None,
         keyword overrides (``epochs=3`` ...); unknown keys raise ``ValueError``.
     resume
         Continue from ``out/checkpoints/last.ckpt`` when it exists (it must be of the same arch, dataset and
-        recipe). ``False``: ``out`` must hold no run (issue #12: one run per folder).
+        recipe). ``False``: ``out`` must hold no run (one run per folder: docs/reliability.md).
     overwrite
         Delete the run in ``out`` (results, checkpoints, logs) before starting a new one.
     train_loader, test_loader
@@ -539,12 +524,6 @@ def _trainer(config: RetrainConfig, out: Path, callbacks: Sequence[pl.Callback],
     kwargs['plugins'] = [*kwargs.get('plugins', []), *distributed.pop('plugins', [])]
     kwargs.update(distributed)
     return pl.Trainer(**kwargs)
-
-
-def _write_json(path: Path, data: Dict[str, Any]) -> None:
-    tmp = path.with_suffix('.json.tmp')
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 # --- CLI --------------------------------------------------------------------------------------------------------------

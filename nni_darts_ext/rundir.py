@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 __all__ = ['RUN_FILES', 'RunFolderError', 'RunFolder', 'check_run_folder', 'prepare_run_folder', 'clear_run',
            'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'versions', 'AtomicCheckpointIO',
-           'load_checkpoint', 'compare_settings', 'ResumeState']
+           'load_checkpoint', 'compare_settings', 'ResumeState', 'resume_point', 'newest_checkpoint']
 
 _logger = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class RunFolder:
     has_run: bool
     resume_from: Optional[Path] = None
     overwrite: bool = False
+    #: ``--resume`` of a run killed before its first checkpoint: its files are deleted and it starts again
+    restart: bool = False
 
 
 def run_files(out: PathLike) -> List[Path]:
@@ -69,7 +71,9 @@ def check_run_folder(out: PathLike, *, resume: Union[bool, str] = False, overwri
                      command: str = 'search') -> RunFolder:
     """Check ``out`` before anything is written; raise :class:`RunFolderError` with the remedy.
 
-    ``resume``: ``True`` continues the run in ``out`` from ``checkpoints/last.ckpt`` (which must exist),
+    ``resume``: ``True`` continues the run in ``out`` from its newest checkpoint (:func:`resume_point`); a run that
+    stopped before its first checkpoint starts again from the beginning (``restart``: its files are deleted, nothing
+    is lost); a folder without a run, or a finished run without a checkpoint, is refused.
     ``'auto'`` resumes when there is a checkpoint and refuses a run without one (``train``, nnictl trials),
     ``False`` needs a folder without a run. ``overwrite`` deletes the run in ``out`` first
     (:func:`prepare_run_folder`).
@@ -83,36 +87,81 @@ def check_run_folder(out: PathLike, *, resume: Union[bool, str] = False, overwri
     if out.exists() and not out.is_dir():
         raise RunFolderError(f'--out {out} is a file, not a folder; pass the folder for the run\'s outputs.')
     found = run_files(out)
-    last = resume_point(out)
     if overwrite:
         return RunFolder(out, bool(found), None, overwrite=True)
+    last = resume_point(out) if resume else None
     if resume is True:
+        if last is None and found and _status(out) != 'finished':
+            # killed before its first checkpoint: nothing is lost by starting again, and the user asked to continue
+            return RunFolder(out, True, None, overwrite=True, restart=True)
         if last is None:
-            raise RunFolderError(f'Nothing to resume in {out}: there is no checkpoints/last.ckpt (the run stopped '
-                                 'before its first checkpoint, or the folder holds no run); pass --overwrite to start '
-                                 'a new run there, or drop --resume.')
+            what = ('the run finished without keeping a checkpoint' if found else 'the folder holds no run')
+            raise RunFolderError(f'Nothing to resume in {out}: there is no checkpoint ({what}); pass --overwrite to '
+                                 'start a new run there, or drop --resume.')
         return RunFolder(out, True, last)
     if resume == 'auto' and last is not None:
         return RunFolder(out, True, last)
     if found:
         raise RunFolderError(f'{out} holds another run ({_names(found, out)}); pass --resume to continue it '
-                             f'(from checkpoints/last.ckpt), --overwrite to delete it and start a new run there, or '
+                             f'(from its newest checkpoint), --overwrite to delete it and start a new run there, or '
                              f'another --out.')
     return RunFolder(out, False)
 
 
+def _status(out: Path) -> Optional[str]:
+    """The ``status`` of the run's ``summary.json`` (None: none, or unreadable)."""
+    try:
+        status = json.loads((out / 'summary.json').read_text()).get('status')
+    except (OSError, ValueError, AttributeError):
+        return None
+    return status if isinstance(status, str) else None
+
+
+def _checkpoint_position(path: Path) -> tuple:
+    """``(epoch, global_step)`` a Lightning checkpoint was saved at, read from the file (tensors memory-mapped, not
+    read); a corrupt file raises :class:`RunFolderError` naming it."""
+    import torch
+    try:
+        data = torch.load(path, map_location='cpu', weights_only=False, mmap=True)
+    except Exception:  # noqa: BLE001 -- an old-format file cannot be memory-mapped: load_checkpoint names a bad one
+        data = load_checkpoint(path)
+    if not isinstance(data, dict):
+        load_checkpoint(path)  # raises: not a Lightning checkpoint
+    return int(data.get('epoch', -1)), int(data.get('global_step', -1))
+
+
+def newest_checkpoint(folder: PathLike) -> Optional[Path]:
+    """The newest checkpoint (``*.ckpt``) in ``folder`` by the epoch and step it was saved at; ``last.ckpt`` wins a
+    tie. None: no checkpoint.
+
+    Lightning's ``ModelCheckpoint`` writes ``epoch=N-step=M.ckpt`` and then ``last.ckpt``: a run killed between the two
+    has its newest state only in the epoch file (and no ``last.ckpt`` at all after its first epoch). Every file is
+    complete (:class:`AtomicCheckpointIO` renames whole files into place); a corrupt one raises
+    :class:`RunFolderError` naming it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = [p for p in folder.glob('*.ckpt') if p.is_file() and not p.name.startswith('.')]
+    if len(found) <= 1:
+        return found[0] if found else None
+    return max(found, key=lambda p: (*_checkpoint_position(p), p.name == 'last.ckpt'))
+
+
 def resume_point(out: PathLike) -> Optional[Path]:
-    """Where a run in ``out`` continues: ``checkpoints/last.ckpt``; for P-DARTS the newest stage's
-    ``checkpoints/stage<n>/last.ckpt``, or the newest finished stage's ``stages/stage<n>.json``; None: nowhere."""
+    """Where a run in ``out`` continues: the newest checkpoint of ``checkpoints/`` (:func:`newest_checkpoint`); for
+    P-DARTS the newest checkpoint of the newest stage's ``checkpoints/stage<n>/``, or the newest finished stage's
+    ``stages/stage<n>.json``; None: nowhere."""
     out = Path(out)
-    last = out / 'checkpoints' / 'last.ckpt'
-    if last.is_file():
+    last = newest_checkpoint(out / 'checkpoints')
+    if last is not None:
         return last
 
     def number(path: Path) -> int:
         digits = ''.join(c for c in (path.parent.name if path.suffix == '.ckpt' else path.stem) if c.isdigit())
         return int(digits or 0)
-    stage_ckpts = sorted(out.glob('checkpoints/stage*/last.ckpt'), key=number)
+    stage_dirs = (p for p in out.glob('checkpoints/stage*') if p.is_dir())
+    stage_ckpts = sorted(filter(None, map(newest_checkpoint, stage_dirs)), key=number)
     stage_files = sorted(out.glob('stages/stage*.json'), key=number)
     # a stage's record is written when it ends, after its last checkpoint: the later point of the same stage
     candidates = [(number(p), 0, p) for p in stage_ckpts] + [(number(p), 1, p) for p in stage_files]
@@ -148,7 +197,11 @@ def prepare_run_folder(folder: RunFolder) -> None:
     """After every check passed: delete the old run for ``--overwrite``, then create the folder (rank 0 only)."""
     if not _is_rank_zero():
         return
-    if folder.overwrite and folder.has_run:
+    if folder.restart:
+        deleted = clear_run(folder.path)
+        _logger.warning('--resume: the run in %s stopped before its first checkpoint; starting it from the beginning '
+                        '(deleted %s)', folder.path, _names(deleted, folder.path))
+    elif folder.overwrite and folder.has_run:
         deleted = clear_run(folder.path)
         _logger.info('--overwrite: deleted the run in %s (%s)', folder.path, _names(deleted, folder.path))
     folder.path.mkdir(parents=True, exist_ok=True)
@@ -301,11 +354,25 @@ class ResumeState(_resume_state_base()):
             sampler.epoch = int(epoch)
         self._history = list(state_dict.get('history', []))
         self._skip_history = list(state_dict.get('skip_dropout_history', []))
-        if state_dict.get('torch_rng_state') is not None:
-            torch.set_rng_state(state_dict['torch_rng_state'])
+        self._rng_at_checkpoint = state_dict.get('torch_rng_state')
+        if self._rng_at_checkpoint is not None:
+            torch.set_rng_state(self._rng_at_checkpoint)
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._module = pl_module
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._rng_at_checkpoint = None  # the fit goes on: the random state is the run's own from here
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        # A fit resumed from the checkpoint of its last epoch runs no batch, but Lightning still sets up the data
+        # loaders, and each DataLoader iterator draws its base seed from the global generator. The uninterrupted run
+        # ends its fit with the state of that checkpoint (nothing random follows it): so does the resumed one, and
+        # what comes next (P-DARTS' next stage: supernet initialisation, skip dropout) draws the same numbers.
+        if getattr(self, '_rng_at_checkpoint', None) is not None:
+            import torch
+            torch.set_rng_state(self._rng_at_checkpoint)
+        self._rng_at_checkpoint = None
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         history = getattr(pl_module, 'genotype_history', None)

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 if TYPE_CHECKING:  # the settings import without torch/NNI (fast --help); the functions import them
     from .space.network import DartsCellSpace
 
-__all__ = ['SearchSettings', 'SearchResult', 'PRESETS', 'PRESET_ALIASES', 'preset_name', 'STRATEGIES', 'build_strategy', 'build_space', 'run_search']
+__all__ = ['SearchSettings', 'SearchResult', 'PRESETS', 'PRESET_ALIASES', 'preset_name', 'STRATEGIES',
+           'build_strategy', 'build_space', 'run_search']
 
 _logger = logging.getLogger(__name__)
 
@@ -33,7 +34,6 @@ WEIGHT_RECIPES: Dict[str, Dict[str, Any]] = {
     'pdarts': dict(batch_size=96, learning_rate=0.025, learning_rate_min=0.0),
     'pcdarts': dict(batch_size=256, learning_rate=0.1, learning_rate_min=0.0),
 }
-REFERENCE_WEIGHT_RECIPE = WEIGHT_RECIPES
 # Weight-only warm-up as a fraction of the epochs: PC-DARTS 15 of 50, P-DARTS 10 of 25 per stage; DARTS none.
 WARMUP_FRACTION = {'darts': 0.0, 'pdarts': 10 / 25, 'pcdarts': 15 / 50}
 # Short searches (every preset but `reference`) warm the weights up for a third of the epochs, DARTS included:
@@ -65,7 +65,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # warm the weights up (SHORT_SEARCH_WARMUP_FRACTION).
     # K=2 for PC-DARTS: at C=8, K=4 would leave 2 channels per op; K=2 keeps the reference's 4 (C=16, K=4).
     # P-DARTS: 3 epochs per stage (1 weight-only) so that each stage has as many α steps as the others' search.
-    'cpu': dict(dataset='fashion-mnist', width=8, cells=5, epochs=3, subset=2000, batch_size=32, learning_rate=0.025, k=2,
+    'cpu': dict(dataset='fashion-mnist', width=8, cells=5, epochs=3, subset=2000, batch_size=32, learning_rate=0.025,
+                k=2,
                 stage_cells=(3, 4, 5), stage_epochs=3),
     # Seconds: for tests and smoke runs.
     'tiny': dict(dataset='digits', width=8, cells=3, epochs=1, subset=256, batch_size=32, k=4, stage_cells=(3, 4, 5),
@@ -238,7 +239,7 @@ class SearchSettings:
     precision: str = _opt('32-true', 'Lightning precision, e.g. bf16-mixed (the finite-difference HVP stays in '
                                      'float32: bilevel.py)')
     compile: bool = _opt(False, 'torch.compile the supernet (opt-in: slow to compile, pays on a GPU)')
-    # data parallel inside one search (issue #13; Lightning's Trainer names)
+    # data parallel inside one search (docs/distributed.md; Lightning's Trainer names)
     num_nodes: int = _opt(1, 'machines (DDP across nodes)')
     strategy_backend: Optional[str] = _opt(None, "Lightning's distributed strategy: ddp | ddp_spawn | ... (named so "
                                                  'because --strategy is the NAS strategy; default: Lightning\'s '
@@ -259,7 +260,7 @@ class SearchSettings:
             preset['epochs'] = preset.pop('stage_epochs')
         else:
             preset.pop('stage_epochs')
-        recipe = REFERENCE_WEIGHT_RECIPE[self.strategy]
+        recipe = WEIGHT_RECIPES[self.strategy]
         for key, value in {**recipe, **preset}.items():
             if values.get(key) is None:  # an explicit value (--dataset too) wins over the preset
                 values[key] = value
@@ -348,7 +349,8 @@ class SearchResult:
         return (f'{self.settings.strategy} (order {self.settings.order}) on {self.settings.dataset}: '
                 f'{self.settings.epochs} epochs in {self.seconds:.0f} s, supernet val acc {acc}, '
                 f'derived net {self.params / 1e3:.1f} k params; genotype {self.genotype}'
-                + (f"; pictures: {', '.join(map(str, self.extra['files'].values()))}" if self.extra.get('files') else ''))
+                + (f"; pictures: {', '.join(map(str, self.extra['files'].values()))}"
+                   if self.extra.get('files') else ''))
 
 
 def build_strategy(settings: SearchSettings):
@@ -408,12 +410,12 @@ def distributed_trainer_kwargs(settings: Any) -> Dict[str, Any]:
 def _callbacks(out: Path, extra: Sequence[Any]) -> List[Any]:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from .callbacks import ArchitectureLogger  # softmax(α)/β scalars and heat maps in TensorBoard (issue #7)
+    from .callbacks import ArchitectureLogger  # softmax(α)/β scalars and heat maps in TensorBoard
     return [ModelCheckpoint(dirpath=out / 'checkpoints', save_last=True, every_n_epochs=1), ArchitectureLogger(),
             *extra]
 
 
-# Settings that may differ between a search and its resumption (issue #12).
+# Settings that may differ between a search and its resumption (docs/reliability.md).
 RESUME_FREE_SETTINGS = ('out', 'progress_bar', 'num_workers', 'data_dir', 'download')
 
 
@@ -421,8 +423,9 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
                overwrite: bool = False) -> SearchResult:
     """Run the search of ``settings`` and write its outputs; returns the result.
 
-    ``resume=True`` continues the run in ``settings.out`` from ``checkpoints/last.ckpt`` (same settings, or a
-    ``RunFolderError`` lists the changed ones); ``'auto'`` resumes when there is a checkpoint. ``overwrite=True``
+    ``resume=True`` continues the run in ``settings.out`` from its newest checkpoint (same settings, or a
+    ``RunFolderError`` lists the changed ones), or starts it again from the beginning when it stopped before its
+    first checkpoint; ``'auto'`` resumes when there is a checkpoint. ``overwrite=True``
     deletes the run in ``settings.out`` first. Without either, a folder holding another run is refused
     (:mod:`nni_darts_ext.rundir`). A run that diverges raises :class:`~nni_darts_ext.guards.DivergenceError`.
     """
@@ -437,7 +440,7 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     from .evaluator import search_evaluator
     from .guards import DivergenceGuard
     from .oneshot.decision import at_chance, decision_summary, describe_decision, edge_products
-    from .space.genotype import arch_to_genotype, save_arch
+    from .space.genotype import arch_to_genotype
     from .oneshot.distributed import is_rank_zero
 
     settings = settings.resolved()
@@ -483,6 +486,8 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     # every check passed: from here on the run writes into ``out``
     rundir.prepare_run_folder(folder)
     status = {'finished': False, 'seed': settings.seed, 'versions': rundir.versions(), 'settings': record}
+    if folder.restart:
+        status['restarted'] = 'resume found no checkpoint: the search started from the beginning'
     if folder.resume_from is not None:
         _logger.info('search: resuming %s', folder.resume_from)
         strategy.load_state_dict({'run_dir': str(out)} if hasattr(strategy, 'run_dir') else
@@ -513,6 +518,8 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     decision = decision_summary(probs)
     extra = {**dict(getattr(strategy, 'result_extra', {}) or {}), 'probs': probs, 'decision': decision,
              'decision_text': describe_decision(decision, val_acc, get_info(settings.dataset).num_classes)}
+    if settings.order == 2:  # α steps whose ∇_w' L_val(w', α) was 0: hypergradient ∇_α L_val(w', α)
+        extra['zero_direction_steps'] = sum(int(h.get('zero_direction_steps', 0)) for h in history)
     products = edge_products(probs)
     if products:
         extra['edge_products'] = products
@@ -553,6 +560,17 @@ def _resume_check(folder: Any, settings: SearchSettings) -> Dict[str, Any]:
     """The settings recorded with the run; for a resume, refuse a corrupt checkpoint or changed settings."""
     from . import rundir
     record = _jsonable(dataclasses.asdict(settings))
+    if folder.restart:  # killed before its first checkpoint: the settings are in its summary.json
+        try:
+            saved = json.loads((folder.path / 'summary.json').read_text()).get('settings')
+        except (OSError, ValueError, AttributeError):
+            saved = None
+        changed = rundir.compare_settings(saved, record, free=RESUME_FREE_SETTINGS) if isinstance(saved, dict) else []
+        if changed:
+            raise rundir.RunFolderError(f'Cannot resume {folder.path} with other settings: {"; ".join(changed)}. '
+                                        'Resume with the settings of the run, or pass --overwrite to start a new '
+                                        'search there.')
+        return record  # rundir.prepare_run_folder says that the run starts from the beginning
     if folder.resume_from is None:
         return record
     if folder.resume_from.suffix == '.json':  # P-DARTS between two stages: the finished stage's record
@@ -574,10 +592,10 @@ def _resume_check(folder: Any, settings: SearchSettings) -> Dict[str, Any]:
 
 
 def retrain_derived(settings: SearchSettings, arch: Dict[str, Any]) -> Dict[str, Any]:
-    """A proxy of the found cell worth tuning (issue #13): the derived network, trained from scratch for
-    ``settings.retrain_epochs`` epochs on the search's *training* half (the weights' half), evaluated on the
-    *architecture* half. The test set is never used. Same width, depth, batch, seed and weight lr as the search; no
-    auxiliary head, drop path or cutout (a few epochs). Outputs in ``out/retrain``."""
+    """A proxy of the found cell worth tuning (README, "Reliability and scale-out"): the derived network, trained
+    from scratch for ``settings.retrain_epochs`` epochs on the search's *training* half (the weights' half),
+    evaluated on the *architecture* half. The test set is never used. Same width, depth, batch, seed and weight lr as
+    the search; no auxiliary head, drop path or cutout (a few epochs). Outputs in ``out/retrain``."""
     from .data import DartsDataModule
     from .retrain import retrain
     halves = dict(batch_size=settings.batch_size, subset=settings.subset, seed=settings.seed, root=settings.data_dir,
@@ -600,7 +618,7 @@ def retrain_derived(settings: SearchSettings, arch: Dict[str, Any]) -> Dict[str,
 
 
 def _draw_result(result: SearchResult, module: Any) -> None:
-    """Cell diagrams and final softmax(α)/β heat maps into ``out``, listed in the summary's files (issue #7)."""
+    """Cell diagrams and final softmax(α)/β heat maps into ``out``, listed in the summary's files."""
     from .viz import PlotError, plot_genotype, save_heatmaps
     files = result.extra.setdefault('files', {})
     try:

@@ -141,7 +141,7 @@ class NniReporter(pl.Callback):
 
 def final_result(result: Any) -> Optional[Dict[str, Any]]:
     """The trial's final metric dict: ``default`` is the held-out accuracy of the briefly retrained derived network
-    when ``retrain_epochs`` > 0 (issue #13), else the supernet's; ``supernet_val_acc`` is always there. None when
+    when ``retrain_epochs`` > 0, else the supernet's; ``supernet_val_acc`` is always there. None when
     the search logged no accuracy."""
     summary = result.summary()
     retrained = result.retrain_val_acc
@@ -204,9 +204,9 @@ def _use_recorded_parameters(received: dict, channel_url: Optional[str], trial_j
 
     With ``trialConcurrency`` > 1, the manager queues the tuner's parameter sets and gives the next one to whichever
     trial asks first, while its trial table (the web UI, ``/trial-jobs``) lists the set that was submitted *with*
-    each trial (microsoft/nni#5726, #5693). Both are bijections of the same sets, so a trial that runs the set the
-    manager recorded for it (and reports under that set's parameter id) keeps the tuner, the web UI and the results
-    in agreement.
+    each trial (microsoft/nni#5726, microsoft/nni#5693). Both are bijections of the same sets, so a trial that runs
+    the set the manager recorded for it (and reports under that set's parameter id) keeps the tuner, the web UI and
+    the results in agreement.
     """
     recorded = _manager_record(channel_url, trial_job_id)
     if not recorded or 'parameters' not in recorded or 'parameter_id' not in recorded:
@@ -242,7 +242,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import nni.trial
     from nni.runtime.trial_command_channel import get_default_trial_command_channel
 
-    from .search import SearchSettings, run_search  # the slow imports first: a bad parameter then fails at once
+    from .search import run_search  # the slow imports first: a bad parameter then fails at once
 
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)  # "Running trial code without runtime" outside nnictl
@@ -287,7 +287,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     _set_threads(_threads(args, config))
     reporter = NniReporter(channel, parameter_id, trial_job_id)
     try:
-        # under nnictl a restarted trial continues its own run in $NNI_OUTPUT_DIR (issue #12)
+        # under nnictl a restarted trial continues its own run in $NNI_OUTPUT_DIR (docs/reliability.md)
         resume, overwrite = bool(args.resume), args.overwrite
         if under_nni and not (resume or overwrite):  # the trial's own folder: continue it, or start it again
             from .rundir import resume_point

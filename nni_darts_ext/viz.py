@@ -183,7 +183,7 @@ def heatmap_figure(probs: Mapping[str, Mapping[Any, float]], cell: str, genotype
     cax = axes(left + cell_w * len(ops) + 0.12, bar)
     bx = axes(width - 0.85, 0.5) if beta is not None else None
     # Diverging colours centred at uniform (1/#ops): white = undecided, red = above, blue = below; the scale spans the
-    # data's own range, so that a search that barely moved α still shows which way it moved (issue #10).
+    # data's own range, so that a search that barely moved α still shows which way it moved (README, "Search quality").
     from matplotlib.colors import TwoSlopeNorm
     uniform = 1.0 / len(ops)
     spread = max(1e-4, float(np.nanmax(np.abs(values - uniform))))

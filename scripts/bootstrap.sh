@@ -23,7 +23,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # (re)install when something is missing, or when setuptools is outside pyproject.toml's range (no pkg_resources, or
 # one that warns on every nnictl call, or peewee 4, whose playhouse lacks what nni.nas.benchmark imports)
-if ! .venv/bin/python -W error::UserWarning -c "import nni_darts_ext, pytest, torchvision, pkg_resources, playhouse.sqlite_ext" \
+if ! .venv/bin/python -W error::UserWarning -c "import nni_darts_ext, pytest, torchvision, pkg_resources, playhouse.sqlite_ext, ruff, importlinter" \
     >/dev/null 2>&1; then
   .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
 fi

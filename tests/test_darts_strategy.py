@@ -169,6 +169,31 @@ def test_user_lightning_module_second_order():
     assert module.seen == 2 * 5  # per batch: 4 passes for the unrolled alpha step + 1 weight step
 
 
+class ZeroValidationGradient(UserModule):
+    """Its validation passes (even step indices in DartsLightningModule) depend on neither w nor α: ∇_w' L_val = 0."""
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx % 2 == 1:
+            return super().training_step(batch, batch_idx)
+        return (self.model(batch[0]) * 0.0).sum()
+
+
+def test_second_order_goes_on_when_the_validation_gradient_is_zero(caplog):
+    """NNI's own one-shot tests with DartsStrategy(order=2) stopped on a batch with ‖∇_w' L_val(w', α)‖ = 0
+    ("the finite-difference radius ε = r/‖v‖ is undefined"): the step goes on with ∇_α L_val(w', α), is logged
+    once and counted per epoch in the history."""
+    train, val = search_dataloaders('digits', batch_size=32, subset=128)
+    evaluator = Lightning(ZeroValidationGradient(),
+                          Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, **TRAINER),
+                          train_dataloaders=train, val_dataloaders=val)
+    strategy = DartsStrategy(order=2)
+    with caplog.at_level('WARNING', logger='nni_darts_ext'):
+        arch_to_genotype(run_experiment(tiny_space(), evaluator, strategy))
+    history = strategy.search_module.genotype_history
+    assert [h.get('zero_direction_steps') for h in history] == [2]
+    assert sum("‖∇_w' L_val(w', α)‖ = 0" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_bad_strategy_arguments():
     with pytest.raises(ValueError, match='order'):
         DartsStrategy(order=3)

@@ -177,6 +177,21 @@ def test_bad_settings_fail_early(tmp_path):
         build_model({'normal/node2/inputs': [0, 1]}, get_info('digits'))
 
 
+@pytest.mark.parametrize('arch, named', [
+    ({'normal/node0/edge0': 'warp_drive'}, ["'normal/node0/edge0'", "'warp_drive'", 'numbered from 2']),
+    ({'reduce/node3/edge5': 'skip_connect'}, ["'reduce/node3/edge5'", 'edges 0..n-1']),
+    ({**genotype_to_arch(DARTS_V2), 'normal/node2/edge0': 'warp_drive'}, ["'normal/node2/edge0'", "'warp_drive'"]),
+], ids=['node0-unknown-op', 'edge-beyond-node', 'unknown-op'])
+def test_train_names_the_label_and_op_the_space_does_not_have(tmp_path, capsys, arch, named):
+    path = tmp_path / 'arch.json'
+    path.write_text(json.dumps(arch))
+    code = main(['train', '--arch', str(path), '--dataset', 'digits', '--preset', 'tiny', '--out', str(tmp_path / 'o')])
+    err = capsys.readouterr().err
+    [line] = [line for line in err.splitlines() if line.startswith('error:')]
+    assert code == 2 and all(piece in line for piece in named), err
+    assert 'num_nodes' not in err and 'Traceback' not in err and not (tmp_path / 'o').exists()
+
+
 def test_train_command(tmp_path, capsys):
     code = main(['train', '--genotype', 'DARTS_V2', '--dataset', 'digits', '--preset', 'tiny', '--width', '4',
                  '--subset', '64', '--limit-train-batches', '1', '--test-subset', '32', '--no-plots',

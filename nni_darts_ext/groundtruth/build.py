@@ -21,7 +21,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .recipe import GroundTruthData, GroundTruthRecipe, load_data, train_cell
+from .recipe import GroundTruthRecipe, load_data, train_cell
 from .space import all_archs, arch_from_string, canonical_key, edge_label, EDGES
 from .table import GroundTruthTable
 
@@ -100,7 +100,7 @@ def _read_journal(path: Path) -> List[Dict[str, Any]]:
 
 
 def build_table(table_path: str | os.PathLike[str], *, num_cells: int = 500, seeds: Sequence[int] = (0, 1),
-                workers: int = 2, recipe: GroundTruthRecipe = GroundTruthRecipe(), draw_seed: int = 0,
+                workers: int = 2, recipe: Optional[GroundTruthRecipe] = None, draw_seed: int = 0,
                 save_every: int = 20, max_runs: Optional[int] = None, progress: bool = True,
                 data_root: Optional[str] = None) -> GroundTruthTable:
     """Train every planned (cell, seed) that ``table_path`` and its journal do not hold yet; returns the table.
@@ -108,6 +108,7 @@ def build_table(table_path: str | os.PathLike[str], *, num_cells: int = 500, see
     ``max_runs`` stops after that many new runs (a partial table, resumed by the next call). A table built with
     another recipe is refused (one table, one recipe).
     """
+    recipe = GroundTruthRecipe() if recipe is None else recipe
     table_path = Path(table_path)
     journal = _journal_path(table_path)
     if table_path.exists():

@@ -85,7 +85,8 @@ def load_data(recipe: GroundTruthRecipe = GroundTruthRecipe(), root: str | os.Pa
         raise ValueError(f"train_images + valid_images = {recipe.train_images + recipe.valid_images} exceeds the "
                          f"{n} training images of {recipe.dataset}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(recipe.split_seed))
-    idx_train, idx_valid = perm[:recipe.train_images], perm[recipe.train_images:recipe.train_images + recipe.valid_images]
+    idx_train = perm[:recipe.train_images]
+    idx_valid = perm[recipe.train_images:recipe.train_images + recipe.valid_images]
     train_x = _resize(train.data[idx_train], recipe.image_size)
     mean, std = train_x.mean(), train_x.std()
 
@@ -174,5 +175,6 @@ def _train_cell(arch: Mapping[str, str], seed: int, data: GroundTruthData,
     b = recipe.eval_batch_size
     return {"seed": seed, "train_acc": _accuracy(model, data.train_x, data.train_y, b),
             "valid_acc": _accuracy(model, data.valid_x, data.valid_y, b),
-            "test_acc": _accuracy(model, data.test_x, data.test_y, b), "seconds": round(seconds, 3), "wall_seconds": round(wall, 3),
+            "test_acc": _accuracy(model, data.test_x, data.test_y, b), "seconds": round(seconds, 3),
+            "wall_seconds": round(wall, 3),
             "params": params, "mult_adds": mult_adds, "key": canonical_key(arch)}

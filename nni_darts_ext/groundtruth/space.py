@@ -71,7 +71,7 @@ class NasBench201Grey(NasBench201):
         for cell in self.cells:
             if not isinstance(cell, NasBench201Cell):  # the residual blocks between the stages
                 continue
-            for target, node_ops in enumerate(cell.layers, start=1):
+            for node_ops in cell.layers:
                 for source, choice in enumerate(node_ops):
                     if isinstance(choice, LayerChoice):  # not in a frozen model (freeze builds the chosen op only)
                         # NNI builds every candidate as OPS_WITH_STRIDE[name](C_in, C_out, 1); the cells of this
@@ -121,7 +121,7 @@ def validate_arch(arch: Mapping[str, str]) -> Dict[str, str]:
 
 
 def canonical_key(arch: Mapping[str, str]) -> str:
-    """The cell's isomorphism class exactly as NAS-Bench-201 counts them (``Structure.to_unique_str(consider_zero=True)``
+    """The cell's isomorphism class as NAS-Bench-201 counts them (``Structure.to_unique_str(consider_zero=True)``
     of D-X-Y/AutoDL-Projects, re-written here): each node is the sorted ``+``-join of its input terms; ``skip_connect``
     passes its input's expression, a ``none`` edge or an input that is exactly ``#`` (zero) gives the term ``#``, so
     edges out of a dead node drop their op and summands in another order get one key. 15,625 encodings give 6,466

@@ -156,8 +156,8 @@ class GroundTruthTable:
         have = {r["seed"] for r in cell.runs}
         for r in runs:
             if r["seed"] not in have:
-                cell.runs.append({k: r[k] for k in ("seed", "train_acc", "valid_acc", "test_acc", "seconds", "wall_seconds")
-                                  if k in r})
+                fields = ("seed", "train_acc", "valid_acc", "test_acc", "seconds", "wall_seconds")
+                cell.runs.append({k: r[k] for k in fields if k in r})
                 have.add(r["seed"])
         return cell
 

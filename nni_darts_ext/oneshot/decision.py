@@ -1,4 +1,4 @@
-"""How decided a search is: pure functions of the final softmax(α) (issue #10).
+"""How decided a search is: pure functions of the final softmax(α) (README, "Search quality").
 
 A search whose α stayed near uniform exports a cell chosen by noise. Per cell type these numbers say how far the
 architecture weights moved: the mean over edges of the largest probability (uniform: 1/#ops), the mean entropy
@@ -61,7 +61,8 @@ def decision_summary(probs: Mapping[str, Mapping[Any, float]]) -> Dict[str, Dict
         summary[name] = {'edges': k, 'mean_max_prob': mean_max, 'uniform_prob': uniform,
                          'max_prob_vs_uniform': mean_max / uniform,
                          'mean_normalized_entropy': sum(cell['entropy']) / k,
-                         'mean_margin': sum(m['margin'] for m in cell['margins'].values()) / max(1, len(cell['margins'])),
+                         'mean_margin': (sum(m['margin'] for m in cell['margins'].values())
+                                         / max(1, len(cell['margins']))),
                          'fraction_to_one_hot': (mean_max - uniform) / (1 - uniform),
                          'decided': (mean_max - uniform) / (1 - uniform) >= DECIDED_FRACTION - 1e-12,
                          'margins': cell['margins']}
@@ -75,13 +76,15 @@ def describe_decision(summary: Mapping[str, Mapping[str, Any]], val_acc: Optiona
     parts, undecided = [], []
     for cell, s in summary.items():
         parts.append(f"{cell} cell: mean max softmax(α) {s['mean_max_prob']:.3f} = {s['max_prob_vs_uniform']:.2f}× "
-                     f"uniform ({s['fraction_to_one_hot']:.2f} of the way to one-hot), normalised entropy {s['mean_normalized_entropy']:.3f}, mean margin of the chosen op "
+                     f"uniform ({s['fraction_to_one_hot']:.2f} of the way to one-hot), "
+                     f"normalised entropy {s['mean_normalized_entropy']:.3f}, mean margin of the chosen op "
                      f"{s['mean_margin']:.3f}")
         if not s['decided']:
             undecided.append(cell)
     text = '; '.join(parts) + '.'
     if undecided:
-        text += (f" α of the {', '.join(undecided)} cell(s) is close to uniform (below {DECISIVE_FACTOR:g}× uniform with"
+        text += (f" α of the {', '.join(undecided)} cell(s) is close to uniform "
+                 f"(below {DECISIVE_FACTOR:g}× uniform with"
                  ' 8 ops, or the same fraction of the way to one-hot):'
                  ' the export is close to random. Search longer or on more data (--epochs, --subset), raise the'
                  ' architecture learning rate (--arc-lr), or use the reference preset.')

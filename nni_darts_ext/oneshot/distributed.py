@@ -1,10 +1,10 @@
-"""Data-parallel helpers of the search (Lightning DDP inside one search, issue #13).
+"""Data-parallel helpers of the search (Lightning DDP inside one search; docs/distributed.md).
 
 Under DDP every rank computes gradients on its own shard of both halves of the search split. The weights are a
 DDP module's parameters, so Lightning's ``manual_backward`` all-reduces their gradients. α and β are not: NNI's
 ``arch_step`` / ours assigns their gradients by hand (``torch.autograd.grad``), so without help each rank would
-step α with its own gradient and end with its own architecture (NNI issue #5013). The helpers here keep α/β out of
-DDP's reducer and give :mod:`.bilevel` an *averaging all-reduce* that it applies to every gradient that enters the
+step α with its own gradient and end with its own architecture (microsoft/nni#5013). The helpers here keep α/β out of
+DDP's reducer and give :mod:`.hypergradient` an *averaging all-reduce* that it applies to every gradient that enters the
 α update (first order: ∇_α L_val; second order: the virtual step's ∇_w L_train, ∇_α and ∇_w' L_val — whose global
 norm sets ε — and the Hessian-vector product).
 
@@ -66,7 +66,7 @@ def all_reduce_mean(tensors: Sequence[torch.Tensor]) -> List[torch.Tensor]:
 
 
 def gradient_all_reduce() -> Optional[AllReduce]:
-    """:func:`all_reduce_mean` when several ranks run, else ``None`` (the hook of :mod:`.bilevel`)."""
+    """:func:`all_reduce_mean` when several ranks run, else ``None`` (the hook of :mod:`.hypergradient`)."""
     return all_reduce_mean if world_size() > 1 else None
 
 

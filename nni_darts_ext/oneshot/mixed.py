@@ -14,7 +14,7 @@ The node modules only apply to an ``InputChoice`` that carries ``edge_labels`` /
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn as nn

@@ -18,7 +18,7 @@ import torch.nn as nn
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 
 from ..space.genotype import arch_to_genotype, count_skips
-from .bilevel import first_order_hypergradient, unrolled_hypergradient
+from .hypergradient import first_order_hypergradient, unrolled_hypergradient
 from .distributed import arch_parameter_names, broadcast_int, gradient_all_reduce
 from .regularization import (add_beta_decay, beta_decay_weight, edge_alphas, random_smoothing,
                              smoothing_radius)
@@ -113,6 +113,8 @@ class DartsSearchModule(DartsLightningModule):
                          warmup_epochs=config.warmup_epochs)
         self.config = config
         self.genotype_history: List[Any] = []
+        self.zero_direction_steps = 0  # order-2 α steps of this epoch with ∇_w' L_val(w', α) = 0 (in the history)
+        self._zero_direction_logged = False
 
     # --- optimisers ---------------------------------------------------------------------------------------------
     def configure_architecture_optimizers(self):
@@ -139,7 +141,7 @@ class DartsSearchModule(DartsLightningModule):
         opt = weight_opts[0]
         return getattr(opt, 'optimizer', opt)
 
-    # --- data parallel (issue #13) -----------------------------------------------------------------------------------
+    # --- data parallel (docs/distributed.md) --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         # Called before Lightning wraps the module in DistributedDataParallel: α/β stay out of DDP's reducer (their
         # gradients are set by hand in arch_step and averaged there; the weight step does not compute them, which
@@ -152,6 +154,16 @@ class DartsSearchModule(DartsLightningModule):
         if self.config.channels_last:
             self.training_module.to(memory_format=torch.channels_last)
         return super().on_fit_start()
+
+    def on_fit_end(self):
+        # A fit resumed from the checkpoint of its last epoch (a run killed after that checkpoint, before its results
+        # were written) runs no batch: the wrapped module's final NNI report would read a metric that was never
+        # logged (KeyError 'train_acc'). The search's outputs come from α and the restored per-epoch history.
+        if not self.trainer.callback_metrics:  # nothing logged in this process
+            _logger.info('The fit resumed at its end (epoch %d): no batch ran, no final metric to report.',
+                         self.trainer.current_epoch)
+            return None
+        return super().on_fit_end()
 
     def on_train_start(self):
         # With max_epochs=-1 the weight cosine runs per batch over max_steps (evaluator.cosine_period); Lightning counts
@@ -209,7 +221,8 @@ class DartsSearchModule(DartsLightningModule):
             group = w_optim.param_groups[0]
             weights = [p for g in w_optim.param_groups for p in g['params'] if p.requires_grad]
             # one seed per α step, drawn from the global generator (so runs stay reproducible): every pass of
-            # the step sees the same random masks (issue #10: P-DARTS skip dropout made eq. 8 noise)
+            # the step sees the same random masks (else P-DARTS' skip dropout draws other masks at w ± εv and
+            # DARTS eq. 8 measures noise)
             # (rank 0's seed on every rank under DDP)
             seed = broadcast_int(int(torch.randint(0, 2 ** 62, (1,)).item()))
             grads = unrolled_hypergradient(
@@ -220,7 +233,8 @@ class DartsSearchModule(DartsLightningModule):
                 momentum=group.get('momentum', 0.0) or 0.0,
                 momentum_buffers=[w_optim.state.get(p, {}).get('momentum_buffer') for p in weights],
                 weight_decay=group.get('weight_decay', 0.0) or 0.0,
-                hvp=self.config.hvp, r=self.config.fd_radius, all_reduce=all_reduce)
+                hvp=self.config.hvp, r=self.config.fd_radius, all_reduce=all_reduce,
+                on_zero_direction=self._zero_direction_step)
         if self.config.beta_decay:  # β-DARTS: + λ_t · mean_e logsumexp(α_e), independent of w (regularization.py)
             grads = add_beta_decay(alphas, grads, edge_alphas(list(self.supernet_modules())),
                                    beta_decay_weight(self.config.beta_decay, self.search_progress()))
@@ -229,6 +243,17 @@ class DartsSearchModule(DartsLightningModule):
         if self.config.arc_gradient_clip_val:
             nn.utils.clip_grad_norm_(alphas, self.config.arc_gradient_clip_val)
         arc_optim.step()
+
+    def _zero_direction_step(self) -> None:
+        """An order-2 α step whose ∇_w' L_val(w', α) is exactly 0: its hypergradient is ∇_α L_val(w', α)
+        (hypergradient.unrolled_hypergradient); counted per epoch in the history, logged once."""
+        self.zero_direction_steps += 1
+        if not self._zero_direction_logged:
+            self._zero_direction_logged = True
+            _logger.warning("epoch %d, batch %d: ‖∇_w' L_val(w', α)‖ = 0 (the validation loss does not depend on the "
+                            "weights on this batch): the α step uses ∇_α L_val(w', α), the Hessian-vector product "
+                            'being 0. Logged once; the history counts such steps per epoch.',
+                            self.trainer.current_epoch, self.trainer.fit_loop.epoch_loop.batch_idx)
 
     def weight_step(self, trn_batch: Any, batch_idx: int) -> Any:
         """One step of the evaluator's weight optimiser on the training batch (gradient norm clipped)."""
@@ -268,8 +293,11 @@ class DartsSearchModule(DartsLightningModule):
         epoch = self.trainer.current_epoch
         acc = self.trainer.callback_metrics.get('val_acc')
         text = str(genotype) if genotype is not None else str(arch)
-        self.genotype_history.append({'epoch': epoch, 'arch': arch, 'genotype': genotype,
-                                      'val_acc': None if acc is None else float(acc)})
+        record = {'epoch': epoch, 'arch': arch, 'genotype': genotype, 'val_acc': None if acc is None else float(acc)}
+        if self.zero_direction_steps:
+            record['zero_direction_steps'] = self.zero_direction_steps
+            self.zero_direction_steps = 0
+        self.genotype_history.append(record)
         _logger.info('epoch %d: supernet val_acc %s, %s %s', epoch, 'n/a' if acc is None else f'{float(acc):.4f}',
                      'genotype' if genotype is not None else 'arch', text)
         if genotype is not None:

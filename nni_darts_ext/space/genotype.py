@@ -17,7 +17,7 @@ import os
 import re
 from collections import namedtuple
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from .ops import NONE_OP, OPS
 
@@ -212,11 +212,32 @@ def _num_nodes(arch: Dict[str, Any], cell: str) -> int:
     return max(nodes) - 1 if nodes else 0  # 0: the space has no cell of this type (e.g. 2 cells, both reductions)
 
 
+def _check_labels(arch: Dict[str, Any]) -> None:
+    """Refuse a label of our format that no :class:`DartsCellSpace` has (node < 2, or edge >= node), naming it and,
+    when its value is not an op of the registry either, the op."""
+    for key, value in arch.items():
+        m = _LABEL.match(str(key))
+        if m is None:
+            continue
+        node = int(m.group(2))
+        edge = None if m.group(4) is None else int(m.group(4))
+        if node >= 2 and (edge is None or edge < node):
+            continue
+        cell = m.group(1)
+        op = ''
+        if edge is not None and isinstance(value, str) and value not in OPS:
+            op = f'; its op {value!r} is not a known op either (known: {", ".join(OPS)})'
+        raise ArchFileError(f'The arch has label {key!r}, which the DARTS cell space does not have: the nodes of a '
+                            f'cell are numbered from 2 and node n has the edges 0..n-1 (e.g. {cell}/node2/edge0, '
+                            f'{cell}/node2/edge1, {cell}/node2/inputs){op}.')
+
+
 def arch_to_genotype(arch: Dict[str, Any]) -> Genotype:
     """The genotype of an arch dict of :class:`DartsCellSpace` (inputs in sorted order) or of NNI's hub DARTS space
     (pairs in slot order)."""
     if arch_format(arch) == HUB_FORMAT:
         return _hub_to_genotype(arch)
+    _check_labels(arch)
     cells = {}
     for cell in CELL_TYPES:
         num_nodes = _num_nodes(arch, cell)

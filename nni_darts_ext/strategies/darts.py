@@ -63,7 +63,8 @@ class DartsStrategy(DARTS):
         two decisions, seed of the decision order.
     """
 
-    def __init__(self, *, order: int = 1, arc_learning_rate: float = 3e-4, arc_betas: Tuple[float, float] = (0.5, 0.999),
+    def __init__(self, *, order: int = 1, arc_learning_rate: float = 3e-4,
+                 arc_betas: Tuple[float, float] = (0.5, 0.999),
                  arc_weight_decay: float = 1e-3, gradient_clip_val: Optional[float] = 5.0,
                  arc_gradient_clip_val: Optional[float] = None, warmup_epochs: int = 0, xi: Optional[float] = None,
                  hvp: str = 'finite_difference', fd_radius: float = 0.01, channels_last: bool = True,

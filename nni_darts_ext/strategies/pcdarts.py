@@ -70,8 +70,8 @@ class PcDartsStrategy(DartsStrategy):
         Channel proportion 1/K through the ops (4 on CIFAR, ``MixedOp.k``; 2 on ImageNet). ``k=1`` is DARTS with
         edge normalisation.
     order
-        1 (default; "our method is constructed based on DARTS (1st order) (unrolled=false)", PC-DARTS issue #23) or
-        2 (DARTS' unrolled gradient, also supported).
+        1 (default; "our method is constructed based on DARTS (1st order) (unrolled=false)",
+        github.com/yuhuixu1993/PC-DARTS/issues/23) or 2 (DARTS' unrolled gradient, also supported).
     arc_learning_rate, arc_betas, arc_weight_decay
         Adam for α and β: 6e-4, (0.5, 0.999), 1e-3 (``--arch_learning_rate``, ``architect.py``).
     gradient_clip_val
@@ -81,7 +81,8 @@ class PcDartsStrategy(DartsStrategy):
     warmup_epochs
         Weight-only epochs with α and β frozen: 15 of the reference 50 (``if epoch >= 15: architect.step``).
         **Short searches must scale it down**, or α is never trained (``ValueError`` when
-        ``warmup_epochs >= max_epochs``, naming both): the CLI's CPU presets pass ``warmup_epochs=scaled_warmup_epochs(epochs)``,
+        ``warmup_epochs >= max_epochs``, naming both): the CLI's CPU presets pass
+        ``warmup_epochs=scaled_warmup_epochs(epochs)``,
         the reference fraction 15/50 of the epochs, rounded, leaving at least one epoch of architecture updates
         (e.g. 10 epochs -> 3, 3 epochs -> 1, 1 epoch -> 0).
     xi, hvp, fd_radius

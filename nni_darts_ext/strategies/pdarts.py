@@ -211,14 +211,16 @@ class PDartsStrategy(DartsStrategy):
         self._genotype_history: List[Dict[str, Any]] = []  # every stage's per-epoch entries, shared by the modules
         self._final_space: Any = None
         self._supernet_candidates: Optional[Dict[str, List[str]]] = None  # set while a stage's supernet is built
-        # Set by run_search (issue #12): every stage checkpoints into run_dir/checkpoints/stage<n>/ and writes its
-        # record to run_dir/stages/stage<n>.json when it ends; load_state_dict({'run_dir': ...}) resumes from them.
+        # Set by run_search (docs/reliability.md): every stage checkpoints into run_dir/checkpoints/stage<n>/ and
+        # writes its record to run_dir/stages/stage<n>.json when it ends; load_state_dict({'run_dir': ...}) resumes
+        # from them.
         self.run_dir: Optional[Path] = None
         self.run_settings: Optional[Dict[str, Any]] = None
         self._resuming = False
 
     def extra_repr(self) -> str:
-        return (f'cells={None if self.cells is None else list(self.cells)}, num_ops={list(self.num_ops)}, skip_dropout={list(self.skip_dropout)}, '
+        cells = None if self.cells is None else list(self.cells)
+        return (f'cells={cells}, num_ops={list(self.num_ops)}, skip_dropout={list(self.skip_dropout)}, '
                 f'epochs_per_stage={self.epochs_per_stage}, warmup_epochs={self.config.warmup_epochs}, '
                 f'max_skip={self.max_skip}, order={self.config.order}')
 
@@ -356,7 +358,7 @@ class PDartsStrategy(DartsStrategy):
             self._save_stage(record)
         self._finish(module)
 
-    # --- stage files (issue #12) ----------------------------------------------------------------------------------
+    # --- stage files (docs/reliability.md) ----------------------------------------------------------------------------
     def _stage_dir(self, index: int) -> Optional[Path]:
         return None if self.run_dir is None else Path(self.run_dir) / 'checkpoints' / f'stage{index + 1}'
 
@@ -453,12 +455,15 @@ class PDartsStrategy(DartsStrategy):
         stage_dir = self._stage_dir(self._stage.index) if self._stage is not None else None
         if stage_dir is not None:  # each stage checkpoints into its own folder
             from pytorch_lightning.callbacks import ModelCheckpoint
+
+            from ..rundir import newest_checkpoint
             trainer_kwargs['callbacks'] = [
                 ModelCheckpoint(dirpath=stage_dir, save_last=True, every_n_epochs=1)
                 if isinstance(cb, ModelCheckpoint) else cb for cb in trainer_kwargs.get('callbacks') or []]
-            if self._resuming and (stage_dir / 'last.ckpt').is_file():
-                fit_kwargs.update(ckpt_path=str(stage_dir / 'last.ckpt'), weights_only=False)
-                _logger.info('P-DARTS stage %d: resuming %s', self._stage.index + 1, stage_dir / 'last.ckpt')
+            newest = newest_checkpoint(stage_dir) if self._resuming else None
+            if newest is not None:
+                fit_kwargs.update(ckpt_path=str(newest), weights_only=False)
+                _logger.info('P-DARTS stage %d: resuming %s', self._stage.index + 1, newest)
         trainer = type(trainer)(*trainer.trace_args, **trainer_kwargs)
         if evaluator.datamodule is not None and self._datamodule_fns is not None:
             # mutate_evaluator patches these methods; restore the user's before it wraps them again
@@ -515,7 +520,8 @@ class PDartsStrategy(DartsStrategy):
 
     def load_state_dict(self, state_dict: dict) -> None:
         """``{'run_dir': out}`` resumes the search written there (:attr:`run_dir`): finished stages are read from
-        their stage files, the running stage continues from its ``checkpoints/stage<n>/last.ckpt``. A plain
+        their stage files, the running stage continues from the newest checkpoint of its
+        ``checkpoints/stage<n>/``. A plain
         ``ckpt_path`` cannot resume P-DARTS (each stage builds a new supernet): the search starts at stage 1."""
         if state_dict.get('run_dir'):
             self.run_dir = Path(state_dict['run_dir'])
@@ -538,8 +544,9 @@ class PDartsStrategy(DartsStrategy):
     def result_extra(self) -> Dict[str, Any]:
         """JSON-friendly P-DARTS results for a search summary."""
         result = self.result.to_dict()
-        return {**super().result_extra, 'pdarts': {'stages': [{k: v for k, v in stage.items() if k != 'probs'} for stage in result['stages']],
-                           'max_skip': result['max_skip'], 'skip_genotypes': result['skip_genotypes']}}
+        stages = [{k: v for k, v in stage.items() if k != 'probs'} for stage in result['stages']]
+        return {**super().result_extra, 'pdarts': {'stages': stages, 'max_skip': result['max_skip'],
+                                                   'skip_genotypes': result['skip_genotypes']}}
 
     def export_arch(self) -> Dict[str, Any]:
         """The final arch dict (after the last stage); before that, the running stage's derivation."""
