@@ -228,7 +228,11 @@ def table_markdown(result: Dict[str, Any]) -> str:
     """The README table: method | test accuracy | percentile | skip / none edges | search seconds."""
     rows = ['| method | test accuracy (mean ± std over seeds) | percentile | skip / none edges | search CPU s |',
             '|---|---|---|---|---|']
-    for name, s in result['strategies'].items():
+    order = sorted(result['strategies'], key=lambda k: (k.split('+')[0] not in FAITHFUL,
+                                                         FAITHFUL.index(k.split('+')[0]) if k.split('+')[0] in FAITHFUL
+                                                         else 0, '+' in k, k))
+    for name in order:
+        s = result['strategies'][name]
         rows.append(f"| {name} ({len(s['test_acc'])} seeds) | {_mean_std(s['test_acc'])} | "
                     f"{statistics.fmean(s['percentile']):.1f} | {statistics.fmean(s['skip_edges']):.1f} / "
                     f"{statistics.fmean(s['none_edges']):.1f} | {statistics.fmean(s['seconds']):.0f} |")
