@@ -53,7 +53,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 # (β-DARTS), '+rs' random smoothing (SDARTS-RS), '+exact' the exact Hessian-vector product.
 OPTION_KWARGS: Dict[str, Dict[str, Any]] = {
     'pt': dict(select='perturbation'),
-    'beta': dict(beta_decay=25.0),     # β-DARTS' λ at the end of its ramp (Sunshine-Ye/Beta-DARTS: 50 * epoch / 100, 50 epochs)
+    'beta': dict(beta_decay=25.0),     # β-DARTS' final λ (Sunshine-Ye/Beta-DARTS: 50 * epoch / 100, 50 epochs)
     'rs': dict(smooth=0.3),            # SDARTS-RS' ε at the end of its ramp (0.03 -> 0.3)
     'exact': dict(hvp='exact'),
 }
@@ -131,8 +131,10 @@ class GroundTruth:
     def __init__(self, table_path: Path, extra_path: Path):
         from nni_darts_ext.groundtruth.table import GroundTruthTable
 
-        self.table = GroundTruthTable.load(table_path)
-        self.drawn = set(self.table.cells)
+        #: the shipped table alone: the uniform sample that percentiles, the median and the noise ratios come from
+        self.drawn_table = GroundTruthTable.load(table_path)
+        self.drawn = set(self.drawn_table.cells)
+        self.table = GroundTruthTable(self.drawn_table.cells.values(), self.drawn_table.meta)
         self.extra_path = extra_path
         if extra_path.exists():
             for cell in GroundTruthTable.load(extra_path).cells.values():
@@ -158,14 +160,10 @@ class GroundTruth:
                                        'note': 'cells trained on demand by benchmarks/groundtruth.py (seed 0)'})
         extra.save(self.extra_path)
 
-    def percentile(self, acc: float) -> float:
-        accs = [self.table.cells[k].test_acc for k in self.drawn]
-        return 100.0 * (sum(a < acc for a in accs) + 0.5 * sum(a == acc for a in accs)) / len(accs)
-
     def describe(self, arch: Dict[str, str]) -> Dict[str, Any]:
         rec = self.record(arch)
         ops = list(arch.values())
-        return {'test_acc': rec.test_acc, 'percentile': round(self.percentile(rec.test_acc), 2),
+        return {'test_acc': rec.test_acc, 'percentile': round(self.drawn_table.percentile(rec.test_acc), 2),
                 'skip_edges': ops.count('skip_connect'), 'none_edges': ops.count('none'), 'cell': rec.string}
 
 
@@ -250,7 +248,7 @@ def pictures(result: Dict[str, Any], gt: GroundTruth, out_dir: Path) -> Dict[str
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    accs = [gt.table.cells[k].test_acc for k in gt.drawn]
+    accs = gt.drawn_table.accuracies()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.hist(accs, bins=60, color='0.75', label=f'table: {len(accs)} cells')
     colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
@@ -345,10 +343,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     budget = statistics.median(faithful_seconds or [s for k in strategies for s in strategies[k]['seconds']])
     baselines = {} if args.no_baselines else run_baselines(
         gt, budget, range(args.baseline_seeds if args.baseline_seeds is not None else preset['baseline_seeds']))
-    summary = gt.table.summary() if False else None  # (the drawn cells only, below)
-    from nni_darts_ext.groundtruth.table import GroundTruthTable
-    drawn = GroundTruthTable([gt.table.cells[k] for k in gt.drawn], gt.table.meta)
-    summary = drawn.summary()
+    summary = gt.drawn_table.summary()
     result = {
         'table': {'cells': summary['cells'], 'seeds': summary['seeds'], 'noise_ratio': summary['noise_ratio'],
                   'noise_ratio_top10': summary['noise_ratio_top10'], 'best_acc': summary['best_acc'],

@@ -15,6 +15,14 @@ def _seed():
 
 
 @pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is as fast, and far faster on a loaded machine
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def quiet_lightning():
     for name in ('pytorch_lightning', 'lightning', 'nni'):
         logging.getLogger(name).setLevel(logging.WARNING)

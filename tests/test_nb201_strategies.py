@@ -19,14 +19,6 @@ from nni_darts_ext.oneshot.pdarts import PDartsMixedLayer, SkipConnectDropout, s
 LABELS = [edge_label(*e) for e in EDGES]
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is as fast, and far faster on a loaded machine
-    yield
-    torch.set_num_threads(threads)
-
-
 def _evaluator(batches: int = 2):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(128, 1, 16, 16, generator=g), torch.randint(0, 10, (128,), generator=g)

@@ -21,14 +21,6 @@ TRAINER = dict(enable_progress_bar=False, logger=False, enable_checkpointing=Fal
                num_sanity_val_steps=0, limit_train_batches=1, limit_val_batches=1)
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is as fast, and far faster on a loaded machine
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- pruning ---------------------------------------------------------------------------------------------------------
 
 def test_prune_keeps_exactly_the_top_k_per_edge_none_included():

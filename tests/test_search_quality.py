@@ -152,14 +152,6 @@ def test_replay_restores_the_global_stream_and_repeats_masks():
     assert torch.equal(torch.rand(3), after)  # the replayed draws did not consume the global stream
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- search augmentation -----------------------------------------------------------------------------------------
 def _transform_of(loader):
     return repr(loader.dataset.dataset.transform)
