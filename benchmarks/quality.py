@@ -1,4 +1,4 @@
-"""Do the searches find better cells than random sampling? (issue #10; Yang et al., ICLR 2020: report the relative
+"""Do the searches find better cells than random sampling? (Yang et al., ICLR 2020: report the relative
 improvement over random cells of the same space; DARTS paper: random search 3.29 % vs DARTS 2.76 % on CIFAR-10.)
 
 On Fashion-MNIST, every cell below is retrained with ONE recipe (same width, cells, epochs, data, seeds) and tested
