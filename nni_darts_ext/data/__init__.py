@@ -25,8 +25,9 @@ The package's modules, each importing only those above it: :mod:`~nni_darts_ext.
 name, the data root), :mod:`~nni_darts_ext.data.prepare` (offline preparation), :mod:`~nni_darts_ext.data.transforms`,
 :mod:`~nni_darts_ext.data.datasets` (loading, the search split, the retraining sets) and
 :mod:`~nni_darts_ext.data.datamodule` (:class:`DartsDataModule`, its sampler and loaders). Their names are imported
-here; this package behaves as one module (``data.py`` before): setting a name on it, as ``monkeypatch.setattr(data,
-"test_set", ...)`` does, sets it in the modules that use it too, and their other globals are read through it.
+here, and the package behaves as one module (``data.py`` before): setting a name on it, as
+``monkeypatch.setattr(data, "test_set", ...)`` does, sets it in the modules that use it too, and a name not imported
+here (a private helper, ``data.shutil``) is found in the module that holds it.
 """
 
 from __future__ import annotations
