@@ -1,4 +1,4 @@
-"""The command line (issue 14.3): fast and quiet start, options generated from the settings dataclasses,
+"""The command line: fast and quiet start, options generated from the settings dataclasses,
 ``--config`` / ``--print-config``, every older flag, an explicit ``--dataset`` over a preset, plain logs off a tty."""
 import dataclasses
 import os
@@ -81,7 +81,7 @@ def test_explicit_dataset_wins_over_the_preset():
     assert SearchSettings(preset='tiny').resolved().dataset == 'digits'
     assert SearchSettings(dataset='fashion-mnist', preset='tiny').resolved().dataset == 'fashion-mnist'
     assert parse_search(['--dataset', 'fashion-mnist', '--preset', 'tiny']).resolved().dataset == 'fashion-mnist'
-    assert SearchSettings().resolved().dataset == 'cifar10'  # the reference preset: the papers' data (issue 22)
+    assert SearchSettings().resolved().dataset == 'cifar10'  # the reference preset: the papers' data
 
 
 def test_config_file_then_command_line_and_print_config_round_trip(tmp_path, capsys):
@@ -159,7 +159,7 @@ def test_examples_writes_the_shipped_nnictl_configs_and_the_line_to_run(tmp_path
 
 
 def test_help_and_first_log_line_say_what_each_preset_costs(capsys):
-    """Issue 22: --help gives every preset's expected wall time (2 CPU cores, one GPU); the default, reference, says
+    """--help gives every preset's expected wall time (2 CPU cores, one GPU); the default, reference, says
     at start that it is the GPU-scale setting."""
     from nni_darts_ext.search import PRESET_COST, preset_cost_line
     for command in ('search', 'train'):

@@ -193,7 +193,7 @@ def test_seeded_sampler_and_pickling() -> None:
     assert list(s2) == list(s) != first
     assert list(data.SeededRandomSampler(50, seed=7)) == first
     # under DDP (2 ranks) the ranks' batches of 8 together hold the images of the one-process batch of 16, every
-    # step and epoch (Lightning's DistributedSamplerWrapper would shuffle a second time: issue #13)
+    # step and epoch (Lightning's DistributedSamplerWrapper would shuffle a second time: docs/distributed.md)
     one = data.SeededRandomSampler(51, seed=3)
     ranks = [data.SeededRandomSampler(51, seed=3, num_replicas=2, rank=r) for r in (0, 1)]
     assert isinstance(one, torch.utils.data.DistributedSampler) and [len(r) for r in ranks] == [25, 25]
@@ -265,7 +265,7 @@ def test_missing_cifar10(tmp_path: Path) -> None:
         load_dataset("cifar10", root=tmp_path)
     assert isinstance(err.value, FileNotFoundError)
     assert str(tmp_path / "cifar-10-batches-py") in str(err.value)
-    # issue 22: the real download command and --data-dir, not a keyword no command accepts
+    # the real download command and --data-dir, not a keyword no command accepts
     assert "download=True" not in str(err.value)
     assert (f"With internet access: `python -m nni_darts_ext prepare-data cifar10 --download --data-dir {tmp_path}` "
             "(or add --download to search / train)") in str(err.value)

@@ -1,4 +1,4 @@
-"""Issue #13: ``retrain_epochs`` — a trial metric worth tuning (the derived net's held-out accuracy), and the
+"""``retrain_epochs`` — a trial metric worth tuning (the derived net's held-out accuracy), and the
 data-parallel Trainer arguments of the search settings."""
 import pytest
 

@@ -1,4 +1,4 @@
-"""One run per output folder, atomic result files, clean errors and the divergence guard (issue #12).
+"""One run per output folder, atomic result files, clean errors and the divergence guard (docs/reliability.md).
 
 Real tiny searches and trainings through the CLI's ``main``; every refused command must leave the folder as it was.
 """
@@ -51,7 +51,7 @@ def test_results_are_complete_and_readable(searched):
     assert set(summary['versions']) >= {'torch', 'nni', 'pytorch_lightning', 'nni_darts_ext'}
     assert summary['versions']['torch'] == torch.__version__.split('+')[0]
     for name in ('arch.json', 'genotype.txt', 'summary.json', 'summary.txt', 'checkpoints/last.ckpt'):
-        assert stat.S_IMODE((searched / name).stat().st_mode) == 0o644, name  # 0600 before issue #12
+        assert stat.S_IMODE((searched / name).stat().st_mode) == 0o644, name  # not 0600 (mkstemp's mode)
     assert not list(searched.rglob('*.tmp'))
     assert (searched / 'genotype.txt').read_text().strip() == summary['genotype']
 
@@ -185,7 +185,7 @@ def test_a_diverging_search_fails_with_the_documented_error(tmp_path, capsys, ca
     out = tmp_path / 'run'
     assert main([*SEARCH, '--limit-train-batches', '2', '--lr', '1e6', '--out', str(out)]) == 2
     err = capsys.readouterr().err
-    # one message (issue 22): not NNI's "Strategy failed to execute." above ours
+    # one message: not NNI's "Strategy failed to execute." above ours
     assert not [r for r in caplog.records if 'Strategy failed to execute' in r.getMessage()], caplog.text
     lines = [line for line in err.splitlines() if line.startswith('error:')]
     assert len(lines) == 1 and 'Traceback' not in err, err
