@@ -24,19 +24,14 @@ and evaluates on the test set.
 The package's modules, each importing only those above it: :mod:`~nni_darts_ext.data.registry` (the datasets by
 name, the data root), :mod:`~nni_darts_ext.data.prepare` (offline preparation), :mod:`~nni_darts_ext.data.transforms`,
 :mod:`~nni_darts_ext.data.datasets` (loading, the search split, the retraining sets) and
-:mod:`~nni_darts_ext.data.datamodule` (:class:`DartsDataModule`, its sampler and loaders). Their names are imported
-here, and the package behaves as one module (``data.py`` before): setting a name on it, as
-``monkeypatch.setattr(data, "test_set", ...)`` does, sets it in the modules that use it too, and a name not imported
-here (a private helper, ``data.shutil``) is found in the module that holds it.
+:mod:`~nni_darts_ext.data.datamodule` (:class:`DartsDataModule`, its sampler and loaders). Their public names are
+imported here, so ``from nni_darts_ext.data import ...`` works as it did when this was one module (``data.py``); to
+replace a name for a test, patch the module that uses it (``monkeypatch.setattr(data.datamodule, "test_set", ...)``).
 """
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
-from . import datamodule, datasets, prepare, registry, transforms
+from . import datamodule, datasets, prepare, registry, transforms  # noqa: F401 -- data.prepare etc. as attributes
 from .datamodule import (DartsDataModule, SeededRandomSampler, search_dataloaders, test_dataloader,
                          train_dataloader)
 from .datasets import DigitsDataset, load_dataset, search_split, test_set, train_set
@@ -53,30 +48,7 @@ __all__ = [
     "train_transform",
 ]
 
-_MODULES = (registry, prepare, transforms, datasets, datamodule)
-
 # Keep pytest from collecting the public test_* helpers when a test module star-imports them.
 for _f in (test_set, test_transform, test_dataloader):
     _f.__test__ = False  # type: ignore[attr-defined]
 del _f
-
-
-class _Package(types.ModuleType):
-    """``nni_darts_ext.data`` as one namespace: the modules read their globals (``DEBIAN_FASHION_MNIST_DIR``,
-    ``test_set``, ...) at call time, so a name set here is set in every module that holds it; a name not imported
-    here (``data.shutil``, private helpers) is looked up in the modules."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        for module in () if name.startswith("__") else _MODULES:
-            if name in vars(module):
-                setattr(module, name, value)
-        super().__setattr__(name, value)
-
-    def __getattr__(self, name: str) -> Any:
-        for module in _MODULES:
-            if name in vars(module):
-                return vars(module)[name]
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-sys.modules[__name__].__class__ = _Package
