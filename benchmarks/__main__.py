@@ -92,7 +92,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         asked = 'groundtruth' in args.parts and not args.smoke
         sections['groundtruth'] = suite.groundtruth(Path(args.groundtruth_json), run_benchmark=full or asked,
                                                     quick=args.quick)
-    if 'tiny' in parts:  # the CLI's tiny preset as a user runs it (issue 22)
+    if 'tiny' in parts:  # the CLI's tiny preset as a user runs it
         sections['tiny'] = suite.tiny_costs(args.threads, smoke=args.smoke)
 
     results: Dict[str, Any] = dict(

@@ -36,7 +36,7 @@ SIZES = {
 
 
 def measure(size: str, config: str, steps: int, warmup: int) -> dict:
-    """Run in a child process: time `steps` search steps after `warmup` untimed ones (``benchmarks._measure``)."""
+    """Run in a child process: time ``steps`` search steps after ``warmup`` untimed ones (``benchmarks._measure``)."""
     s, c = SIZES[size], CONFIGS[config]
     spec = dict(strategy='nni' if c['strategy'] == 'nni' else 'darts', order=c['order'],
                 channels_last=c['channels_last'], width=s['width'], cells=s['cells'], batch=s['batch'],

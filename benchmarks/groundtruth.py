@@ -282,18 +282,6 @@ def pictures(result: Dict[str, Any], gt: GroundTruth, out_dir: Path) -> Dict[str
     return {'distribution': str(dist.relative_to(ROOT)), 'trajectories': str(traj.relative_to(ROOT))}
 
 
-def _load_runs(path: Path) -> List[Dict[str, Any]]:
-    if not path.exists():
-        return []
-    runs = []
-    for line in path.read_text().splitlines():
-        try:
-            runs.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return runs
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
@@ -317,7 +305,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     gt = GroundTruth(Path(args.table) if args.table else DEFAULT_TABLE, out_dir / 'groundtruth_extra.json.gz')
     runs_path = out_dir / 'groundtruth_runs.jsonl'
-    done = {(r['key'], r['seed'], r['epochs']): r for r in _load_runs(runs_path)}
+    from nni_darts_ext.rundir import read_jsonl
+    done = {(r['key'], r['seed'], r['epochs']): r for r in read_jsonl(runs_path)}
     start = time.perf_counter()
     for key in args.strategies:
         for seed in seeds:

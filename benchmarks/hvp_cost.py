@@ -1,4 +1,5 @@
-"""Cost of one second-order α step: exact Hessian-vector product against DARTS' finite difference (issue #20).
+"""Cost of one second-order α step: exact Hessian-vector product against DARTS' finite difference (Liu et al.,
+ICLR 2019, §2.3).
 
 Times the architecture gradient of one α step (the part that differs; the Adam update is negligible) on the real
 DartsStrategy supernet of the chosen size, with the same weights, batches and momentum buffers for every

@@ -23,7 +23,7 @@ on a machine shared with other jobs it measures the work done, whereas wall time
 process waited for a core (the load average at the end of each run is printed). Both configurations use the same
 number of threads (``--threads``, default all cores) and the same memory format; both formats are measured.
 
-Targets (issue #4): memory ratio PC/DARTS <= 0.35; time ratio <= 0.65 in ``channels_last``.
+Targets of this project: memory ratio PC/DARTS <= 0.35; time ratio <= 0.65 in ``channels_last``.
 
 Usage: ``python benchmarks/pcdarts_memory.py [--steps 4] [--formats channels_last contiguous] [--json out.json]``
 (several minutes on 2 CPU cores; DARTS needs ~9 GB of RAM).

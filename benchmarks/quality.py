@@ -1,10 +1,10 @@
-"""Do the searches find better cells than random sampling? (issue #10; Yang et al., ICLR 2020: report the relative
+"""Do the searches find better cells than random sampling? (Yang et al., ICLR 2020: report the relative
 improvement over random cells of the same space; DARTS paper: random search 3.29 % vs DARTS 2.76 % on CIFAR-10.)
 
 On Fashion-MNIST, every cell below is retrained with ONE recipe (same width, cells, epochs, data, seeds) and tested
 on the 10,000 test images, which no search sees (searches use halves of the training set):
 
-(a) the cells found by DARTS order 1, order 2, PC-DARTS and P-DARTS (the `search` preset, >= 2 search seeds each);
+(a) the cells found by DARTS order 1, order 2, PC-DARTS and P-DARTS (the ``search`` preset, >= 2 search seeds each);
 (b) cells sampled uniformly from the same space by NNI's own ``space.random()`` (every edge's op without ``none``,
     two distinct inputs per node);
 (c) the published DARTS_V2, PDARTS and PC_DARTS_CIFAR cells.

@@ -205,7 +205,7 @@ def quality(path: Path, run_benchmark: bool) -> Dict[str, Any]:
                 searches=sum(len(rows) for rows in found.values()), random_archs=len(data.get('random') or []))
 
 
-# The tiny preset's promise (issue 22, search.PRESET_COST): each search and the retraining of its arch within these
+# The tiny preset's promise (search.PRESET_COST): each search and the retraining of its arch within these
 # wall times on an idle 2-core machine, the whole command (start-up and imports included), at the preset's fixed subset.
 TINY_TARGET_SECONDS = {'search': 20.0, 'train': 15.0}
 

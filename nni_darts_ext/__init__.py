@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = '0.2.0'
 
-# Quiet library use (issue 22): the known third-party warnings and NNI's training-service line, each by its text.
+# Quiet library use: the known third-party warnings and NNI's training-service line, each by its text.
 from .quiet import install_library_filters as _install_library_filters  # noqa: E402
 
 _install_library_filters()

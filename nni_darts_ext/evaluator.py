@@ -11,11 +11,12 @@ import torchmetrics
 from nni.nas.evaluator.pytorch import Lightning, Trainer
 from nni.nas.evaluator.pytorch.lightning import SupervisedLearningModule
 
+from .settings import WEIGHT_RECIPES
+
 __all__ = ['DartsWeightModule', 'DartsClassification', 'search_evaluator', 'WEIGHT_RECIPES', 'cosine_period']
 
 _logger = logging.getLogger(__name__)
 
-from .search import WEIGHT_RECIPES  # noqa: E402 -- light module: the recipes live with the settings
 
 
 def cosine_period(trainer: Any) -> Tuple[int, str]:
@@ -71,7 +72,7 @@ class DartsClassification(Lightning):
         module = DartsWeightModule(num_classes, learning_rate, momentum, weight_decay, learning_rate_min,
                                    recipe=recipe)
         from .quiet import during_search
-        with during_search():  # no Lightning inventory / tip lines at the user's evaluator line (issue 22)
+        with during_search():  # no Lightning inventory / tip lines at the user's evaluator line
             trainer = Trainer(**trainer_kwargs)
         super().__init__(module, trainer, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders,
                          datamodule=datamodule)

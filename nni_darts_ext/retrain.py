@@ -18,7 +18,6 @@ in order: the one given, the search's (an arch from a search folder: ``summary.j
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -36,94 +35,30 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import Timer
 
 from . import accel
+from ._compat import moved_names
 from .data import DartsDataModule, DatasetInfo, get_info
-from .search import PRESET_ALIASES, preset_cost_line, preset_help
-from .search import PRESETS as SEARCH_PRESETS
+from .settings import PRESETS as SEARCH_PRESETS
+from .settings import RETRAIN_PRESETS as PRESETS  # the recipe presets (train --preset); importable here as before
+from .settings import RETRAIN_RESUME_FREE_SETTINGS, RetrainConfig, RetrainSettings, preset_cost_line, preset_name
 from .space.genotype import (OUR_FORMAT, Genotype, arch_to_genotype, genotype_from_name, genotype_to_arch, load_arch,
                              save_arch, to_arch_format, validate_arch)
 from .space.flops import count_flops  # its home since the FLOP counting left this module; importable here as before
 from .space.network import DartsCellSpace
 from .space.ops import OPS
 
-__all__ = ['RetrainConfig', 'RetrainModule', 'RetrainResult', 'PRESETS', 'resolve_arch', 'search_dataset',
-           'resolve_dataset', 'build_model',
-           'count_parameters', 'count_flops', 'retrain', 'add_arguments', 'run', 'TrainCommand', 'train_settings']
+__all__ = ['RetrainSettings', 'RetrainConfig', 'RetrainModule', 'RetrainResult', 'PRESETS', 'resolve_arch',
+           'search_dataset', 'resolve_dataset', 'build_model', 'count_parameters', 'count_flops', 'retrain']
+
+# The ``train`` command's argument tail moved to the application package; importable here as before (deprecated).
+__getattr__ = moved_names(__name__, 'nni_darts_ext.app.train_command',
+                          ('add_arguments', 'run', 'TrainCommand', 'train_settings'))
 
 _logger = logging.getLogger(__name__)
 
 ArchSource = Union[str, os.PathLike, Mapping[str, Any], Genotype]
 
 
-@dataclass(frozen=True)
-class RetrainConfig:
-    """The evaluation recipe; defaults are quark0/darts ``cnn/train.py`` (CIFAR-10, DARTS appendix A.2.1)."""
-
-    width: int = 36                  # --init_channels 36
-    cells: int = 20                  # --layers 20
-    epochs: int = 600                # --epochs 600
-    batch_size: int = 96             # --batch_size 96
-    learning_rate: float = field(default=0.025, metadata={'flags': ('--lr',)})        # --learning_rate 0.025
-    learning_rate_min: float = field(default=0.0, metadata={'flags': ('--lr-min',)})  # CosineAnnealingLR: eta_min 0
-    momentum: float = 0.9            # --momentum 0.9
-    weight_decay: float = 3e-4       # --weight_decay 3e-4
-    gradient_clip_val: float = field(default=5.0, metadata={'flags': ('--grad-clip',)})  # --grad_clip 5 (norm)
-    auxiliary_weight: float = field(default=0.4, metadata={'help': '0: no auxiliary head'})  # --auxiliary_weight 0.4
-    drop_path_prob: float = 0.2      # --drop_path_prob 0.2, ramped: p * epoch / epochs
-    cutout: int = field(default=16, metadata={'help': 'cutout length in pixels, 0: off'})  # --cutout_length 16
-    augment: bool = field(default=True, metadata={'help': 'random crop with padding (+ horizontal flip on '
-                                                          'CIFAR-10)'})
-    subset: Optional[int] = None     # seeded random subset of the training set
-    test_subset: Optional[int] = None
-    limit_train_batches: Optional[int] = None
-    val_every_n_epochs: int = field(default=1, metadata={'help': 'test-set evaluation interval, 0: at the end'})
-    seed: int = 0
-    channels_last: Optional[bool] = field(default=None, metadata={  # faster convolutions on CPU, 10 % slower on an H200
-        'negative': '--contiguous', 'help': 'channels_last memory format (None: on CPU only)'})
-    num_workers: int = field(default=0, metadata={'help': 'data loader worker processes'})
-    accelerator: str = field(default='auto', metadata={
-        'help': 'Lightning accelerator (cpu, gpu, auto); on a GPU also cudnn.benchmark and pinned memory'})
-    devices: str = field(default='auto', metadata={'help': 'Lightning devices (a count, a list, or auto)'})
-    precision: str = field(default='32-true', metadata={'help': 'Lightning precision, e.g. bf16-mixed'})
-    compile: bool = field(default=False, metadata={'help': 'torch.compile the network (opt-in)'})
-    num_nodes: int = field(default=1, metadata={'help': 'machines (DDP across nodes)'})
-    strategy_backend: Optional[str] = field(default=None, metadata={
-        'help': "Lightning's distributed strategy: ddp | ddp_spawn | ... (--strategy is taken by the NAS strategy)"})
-    sync_batchnorm: bool = field(default=False, metadata={'help': 'batch-norm statistics over all processes'})
-
-    def __post_init__(self):
-        for name in ('width', 'cells', 'epochs', 'batch_size'):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f'{name}={getattr(self, name)!r} is invalid; allowed: an integer >= 1.')
-        if not 0.0 <= self.drop_path_prob < 1.0:
-            raise ValueError(f'drop_path_prob={self.drop_path_prob} is invalid; allowed: 0 <= p < 1.')
-        if self.auxiliary_weight < 0 or self.cutout < 0 or self.val_every_n_epochs < 0:
-            raise ValueError('auxiliary_weight, cutout and val_every_n_epochs must be >= 0.')
-
-    def replace(self, **changes: Any) -> 'RetrainConfig':
-        unknown = sorted(set(changes) - set(self.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f'Unknown retrain setting(s) {unknown}; allowed: {sorted(self.__dataclass_fields__)}.')
-        return dataclasses.replace(self, **changes)
-
-
-# The names are search.PRESETS' (``small`` is an alias of ``cpu``: search.PRESET_ALIASES), and so is each preset's
-# dataset (search.PRESETS[name]['dataset']).
-PRESETS: Dict[str, Dict[str, Any]] = {
-    # The DARTS evaluation recipe (1.5 GPU-days on CIFAR-10).
-    'reference': {},
-    # Minutes on 2 CPU cores (Fashion-MNIST 28x28): 5 cells of C=8 (the search's cpu preset size; 5 M mult-adds),
-    # 6,000 training images, 5 epochs, no cutout (16 px is tuned for 600 CIFAR epochs), auxiliary head and the
-    # drop-path ramp kept; the full test set at the end.
-    'cpu': dict(width=8, cells=5, epochs=5, batch_size=64, subset=6000, cutout=0, val_every_n_epochs=0),
-    # Seconds: smoke runs and tests.
-    # test_subset: 1,000 test images, not Fashion-MNIST's 10,000 (testing took 42 of a tiny run's 56 s, issue 22).
-    'tiny': dict(width=8, cells=3, epochs=1, batch_size=32, subset=256, test_subset=1000, cutout=0,
-                 val_every_n_epochs=0),
-}
-
-
 def _preset(name: Optional[str]) -> str:
-    from .search import preset_name
     return preset_name(name)
 
 
@@ -180,7 +115,8 @@ def resolve_arch(source: ArchSource) -> Tuple[Dict[str, Any], Genotype, str]:
     return genotype_to_arch(genotype), genotype, str(source).upper()
 
 
-def build_model(arch: Mapping[str, Any], info: DatasetInfo, config: RetrainConfig = RetrainConfig()) -> DartsCellSpace:
+def build_model(arch: Mapping[str, Any], info: DatasetInfo,
+                config: RetrainSettings = RetrainSettings()) -> DartsCellSpace:
     """The fixed evaluation network of ``arch`` for a dataset, built by NNI under ``model_context(arch)``.
 
     The arch is first checked against the labels of a small search space over every registry op (same as
@@ -212,7 +148,7 @@ class RetrainModule(pl.LightningModule):
     drop-path ramp ``drop_path_prob * epoch / epochs`` at each training epoch start (DARTS ``train.py``); accuracy
     by torchmetrics (``{train,val,test}_acc``)."""
 
-    def __init__(self, model: DartsCellSpace, config: RetrainConfig = RetrainConfig(),
+    def __init__(self, model: DartsCellSpace, config: RetrainSettings = RetrainSettings(),
                  arch: Optional[Mapping[str, Any]] = None, dataset: Optional[str] = None):
         super().__init__()
         self.model = model
@@ -294,7 +230,7 @@ class RetrainResult:
     genotype: Genotype
     source: str
     dataset: str
-    config: RetrainConfig
+    config: RetrainSettings
     epochs_done: int
     global_step: int
     seconds: float
@@ -333,12 +269,10 @@ class RetrainResult:
                 + (f'; pictures {pictures}' if pictures else ''))
 
 
-# Settings that may change between a run and its resumption (everything else must match the checkpoint).
-_RESUME_FREE = ('num_workers', 'val_every_n_epochs', 'channels_last', 'accelerator', 'devices', 'precision',
-                'compile', 'num_nodes', 'strategy_backend', 'sync_batchnorm')
+_RESUME_FREE = RETRAIN_RESUME_FREE_SETTINGS
 
 
-def _resume_point(out: Path, arch: Dict[str, Any], dataset: str, config: RetrainConfig
+def _resume_point(out: Path, arch: Dict[str, Any], dataset: str, config: RetrainSettings
                   ) -> Tuple[Optional[Path], Optional[int]]:
     """``(the newest checkpoint of out/checkpoints, the epoch it resumes at)``, or ``(None, None)`` when there is none.
 
@@ -346,6 +280,7 @@ def _resume_point(out: Path, arch: Dict[str, Any], dataset: str, config: Retrain
     weights' shapes come from them.
     """
     from .rundir import load_checkpoint, newest_checkpoint
+    from .runner import refuse_changed_settings
     last = newest_checkpoint(out / 'checkpoints')  # an epoch file when killed before last.ckpt was written
     if last is None:
         return None, None
@@ -356,18 +291,14 @@ def _resume_point(out: Path, arch: Dict[str, Any], dataset: str, config: Retrain
         raise ValueError(f'{last} was trained for a different architecture; {remedy}')
     if hparams.get('dataset') not in (None, dataset):
         raise ValueError(f'{last} was trained on {hparams["dataset"]!r}, not {dataset!r}; {remedy}')
-    current = dataclasses.asdict(config)
-    changed = {k: (v, current.get(k)) for k, v in hparams.get('config', {}).items()
-               if k not in _RESUME_FREE and current.get(k) != v}
-    if changed:
-        listed = ', '.join(f'{k}={old!r} (now {new!r})' for k, (old, new) in changed.items())
-        raise ValueError(f'{last} was trained with {listed}; resume with the same settings, or {remedy}')
+    refuse_changed_settings(hparams.get('config', {}), dataclasses.asdict(config), RETRAIN_RESUME_FREE_SETTINGS,
+                            out, 'retraining')
     return last, int(saved.get('epoch', -1)) + 1
 
 
 def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo, None] = None,
             out: Union[str, Path] = 'runs/retrain', *, preset: Optional[str] = None,
-            config: Optional[RetrainConfig] = None, resume: bool = True, overwrite: bool = False,
+            config: Optional[RetrainSettings] = None, resume: bool = True, overwrite: bool = False,
             train_loader: Any = None, test_loader: Any = None, callbacks: Sequence[pl.Callback] = (),
             data_dir: Optional[str] = None, progress_bar: Optional[bool] = None, plots: bool = True,
             download: bool = False, **overrides: Any) -> RetrainResult:
@@ -382,7 +313,7 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo, None] = None,
         ``None``: the dataset of the search ``arch`` comes from (a run folder, or an arch file beside its
         ``summary.json``), else the preset's (:func:`resolve_dataset`; logged).
     preset, config, overrides
-        The recipe: ``config`` (default :class:`RetrainConfig`, the DARTS recipe), then ``PRESETS[preset]``, then
+        The recipe: ``config`` (default :class:`RetrainSettings`, the DARTS recipe), then ``PRESETS[preset]``, then
         keyword overrides (``epochs=3`` ...); unknown keys raise ``ValueError``.
     resume
         Continue from ``out/checkpoints/last.ckpt`` when it exists (it must be of the same arch, dataset and
@@ -404,7 +335,7 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo, None] = None,
     RetrainResult
     """
     preset = _preset(preset)
-    config = (config or RetrainConfig()).replace(**{**PRESETS[preset], **overrides})
+    config = (config or RetrainSettings()).replace(**{**PRESETS[preset], **overrides})
     _logger.info(preset_cost_line('train', preset))
     if not isinstance(dataset, DatasetInfo):
         dataset, origin = resolve_dataset(arch, dataset, preset)
@@ -417,6 +348,7 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo, None] = None,
         prepare_data(data_dir, (info.name,), download=True)
     out = Path(out)
     from . import rundir
+    from .runner import RunStatus
     folder = rundir.check_run_folder(out, resume='auto' if resume else False, overwrite=overwrite, command='train')
     ckpt_path, resumed_from = _resume_point(out, arch, info.name, config) if folder.resume_from else (None, None)
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -448,9 +380,8 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo, None] = None,
             files.update(plot_genotype(genotype, out))
         except Exception as err:  # noqa: BLE001 -- a picture is never worth a lost run
             _logger.warning('No cell pictures: %s', err)
-    status = {'finished': False, 'seed': config.seed, 'versions': rundir.versions()}
-    rundir.atomic_write_json(out / 'summary.json', {**status, 'status': 'running', 'arch': arch, 'dataset': info.name,
-                                                    'config': dataclasses.asdict(config)})
+    status = RunStatus(out, seed=config.seed)
+    status.running(arch=arch, dataset=info.name, config=dataclasses.asdict(config))
     sampler = getattr(train_loader, 'sampler', None)
     if resumed_from and hasattr(sampler, 'epoch'):
         sampler.epoch = resumed_from  # the shuffling continues where it stopped instead of replaying epoch 0
@@ -466,15 +397,10 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo, None] = None,
                        min(batches, config.limit_train_batches or batches))
     start = time.time()
     _logger.info('retrain %s on %s: %s%s', source, info.name, config, f' (resuming {ckpt_path})' if ckpt_path else '')
-    try:
+    with status.failures():
         trainer.fit(module, **fit_data, ckpt_path=str(ckpt_path) if ckpt_path else None)
         epochs_done, global_step = trainer.current_epoch, trainer.global_step
         metrics = trainer.test(module, **test_data, verbose=False)[0]
-    except BaseException as err:
-        message = 'interrupted' if isinstance(err, KeyboardInterrupt) else f'{type(err).__name__}: {err}'
-        rundir.atomic_write_json(out / 'summary.json', {**status, 'status': 'failed', 'error': message})
-        rundir.atomic_write_text(out / 'summary.txt', f'FAILED: {message}\n')
-        raise
     result = RetrainResult(
         arch=arch, genotype=genotype, source=source, dataset=info.name, config=config, epochs_done=epochs_done,
         global_step=global_step, seconds=time.time() - start, train_seconds_total=timer.time_elapsed('train'),
@@ -482,10 +408,7 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo, None] = None,
         params_with_auxiliary=params_aux, flops=flops, out=out, resumed_from_epoch=resumed_from,
         files={**files, 'logs': str(out / 'logs'), 'checkpoints': str(out / 'checkpoints'),
                'summary': str(out / 'summary.json')})
-    if is_rank_zero():
-        rundir.atomic_write_json(out / 'summary.json', {**result.summary(), **status, 'finished': result.epochs_done
-                                                        >= config.epochs, 'status': 'finished'})
-        rundir.atomic_write_text(out / 'summary.txt', result.headline() + '\n')
+    status.finished(result.summary(), result.headline() + '\n', complete=result.epochs_done >= config.epochs)
     return result
 
 
@@ -493,108 +416,21 @@ def _float(value: Any) -> Optional[float]:
     return None if value is None else float(value)
 
 
-def _trainer(config: RetrainConfig, out: Path, callbacks: Sequence[pl.Callback], progress_bar: bool,
+def _trainer(config: RetrainSettings, out: Path, callbacks: Sequence[pl.Callback], progress_bar: bool,
              batches_per_epoch: int) -> pl.Trainer:
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-    from pytorch_lightning.loggers import TensorBoardLogger
+    from pytorch_lightning.callbacks import LearningRateMonitor
 
-    from .rundir import AtomicCheckpointIO
+    from . import runner
 
     # save_top_k=1 without a monitor keeps the newest epoch's file; last.ckpt is what a new call resumes from
-    checkpoint = ModelCheckpoint(dirpath=out / 'checkpoints', filename='epoch{epoch:03d}',
-                                 auto_insert_metric_name=False, save_last=True, every_n_epochs=1,
-                                 save_on_train_epoch_end=True)
-    kwargs: Dict[str, Any] = dict(
+    checkpoint = runner.checkpoint_callback(out, filename='epoch{epoch:03d}', auto_insert_metric_name=False,
+                                            save_on_train_epoch_end=True)
+    extra: Dict[str, Any] = dict(
         max_epochs=config.epochs, gradient_clip_val=config.gradient_clip_val, gradient_clip_algorithm='norm',
-        logger=TensorBoardLogger(save_dir=str(out), name='logs', version=''), default_root_dir=str(out),
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval='epoch'), *callbacks],
-        enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
-        plugins=[AtomicCheckpointIO()],
-        log_every_n_steps=max(1, min(10, batches_per_epoch)),
-        check_val_every_n_epoch=max(1, config.val_every_n_epochs),
-        **accel.trainer_kwargs(config.accelerator, config.devices, config.precision))
-    if config.compile:
-        kwargs['callbacks'].append(accel.CompileSupernet())
+        enable_model_summary=False, log_every_n_steps=max(1, min(10, batches_per_epoch)),
+        check_val_every_n_epoch=max(1, config.val_every_n_epochs))
     if not config.val_every_n_epochs:
-        kwargs['limit_val_batches'] = 0  # evaluate once, on the test set after training
-    if config.limit_train_batches:
-        kwargs['limit_train_batches'] = config.limit_train_batches
-    from .search import distributed_trainer_kwargs
-    distributed = distributed_trainer_kwargs(config)
-    kwargs['plugins'] = [*kwargs.get('plugins', []), *distributed.pop('plugins', [])]
-    kwargs.update(distributed)
-    return pl.Trainer(**kwargs)
-
-
-# --- CLI --------------------------------------------------------------------------------------------------------------
-@dataclass
-class TrainCommand:
-    """The options of ``python -m nni_darts_ext train`` besides the recipe (:class:`RetrainConfig`): what to train,
-    where, and how to run. Each field is an option and a ``--config`` key (:mod:`nni_darts_ext.options`)."""
-
-    arch: Optional[str] = field(default=None, metadata={
-        'help': 'arch JSON file (arch.json or summary.json of a search; ours or NNI hub DARTS labels), or a search '
-                'folder'})
-    genotype: Optional[str] = field(default=None, metadata={
-        'help': 'published genotype: DARTS_V1, DARTS_V2, PDARTS, PC_DARTS_CIFAR'})
-    dataset: Optional[str] = field(default=None, metadata={
-        'help': 'fashion-mnist | mnist | cifar10 | digits (default: the search\'s, for an arch from a search folder; '
-                'else the preset\'s: ' + ', '.join(f'{name} {p["dataset"]}' for name, p in SEARCH_PRESETS.items())
-                + ')'})
-    out: str = field(default='runs/retrain', metadata={'help': 'output folder (resumes from its last.ckpt)'})
-    preset: Optional[str] = field(default=None, metadata={
-        'choices': (*PRESETS, *PRESET_ALIASES), 'help': preset_help(
-            'train', 'reference: the DARTS recipe (GPU scale); cpu (alias: small): minutes on 2 CPU cores; tiny: '
-                     'seconds; the same names as search; explicit options win over it (default: reference).')})
-    resume: bool = field(default=True, metadata={
-        'help': 'continue from out/checkpoints/last.ckpt; --no-resume: --out must hold no run (or pass --overwrite)'})
-    overwrite: bool = field(default=False, metadata={
-        'help': 'delete the run already in --out (results, checkpoints, logs) and start a new one'})
-    plots: bool = field(default=True, metadata={'help': 'draw the cells'})
-    data_dir: Optional[str] = field(default=None, metadata={'help': 'dataset root'})
-    download: bool = field(default=False, metadata={
-        'help': 'let torchvision download CIFAR-10 into --data-dir when it is not there (needs internet)'})
-    progress_bar: Optional[bool] = field(default=None, metadata={
-        'help': 'the Lightning progress bar (default: only on a terminal; else one log line per epoch)'})
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .options import add_options
-    add_options(p, TrainCommand)
-    add_options(p, RetrainConfig, title='recipe (default: the DARTS evaluation recipe, then --preset, then these)')
-
-
-def train_settings(args: argparse.Namespace) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
-    """``(TrainCommand fields, RetrainConfig overrides, config file)`` of parsed ``train`` arguments."""
-    from .options import OptionError, merge, read_config, unknown_keys
-    config = read_config(args.config) if getattr(args, 'config', None) else {}
-    unknown = unknown_keys(config, TrainCommand, RetrainConfig, extra=('threads',))
-    if unknown:
-        raise OptionError(f'unknown option(s) {unknown} in {args.config}; allowed: the train options '
-                          '(python -m nni_darts_ext train --help)')
-    command = dataclasses.asdict(TrainCommand(**merge(TrainCommand, args, config)))
-    if (command['arch'] is None) == (command['genotype'] is None):
-        raise ValueError('train needs exactly one of --arch FILE and --genotype NAME (or the key arch / genotype '
-                         'in --config).')
-    return command, merge(RetrainConfig, args, config), config
-
-
-def run(args: argparse.Namespace) -> int:
-    from .cli import _set_threads, _threads
-    from .options import dump_config
-    command, overrides, config = train_settings(args)
-    threads = _threads(args, config)
-    if getattr(args, 'print_config', False):
-        recipe = RetrainConfig().replace(**{**PRESETS[_preset(command['preset'])], **overrides})
-        print(dump_config({**{k: v for k, v in command.items() if v is not None}, **dataclasses.asdict(recipe),
-                           'threads': threads}), end='')
-        return 0
-    _set_threads(threads)
-    source = command.pop('arch') or command.pop('genotype')
-    command.pop('genotype', None)
-    result = retrain(source, **command, **overrides)
-    from .oneshot.distributed import is_rank_zero
-    if is_rank_zero():
-        print(result.headline())
-        print(f'summary: {result.out / "summary.json"}')
-    return 0
+        extra['limit_val_batches'] = 0  # evaluate once, on the test set after training
+    return pl.Trainer(**runner.trainer_kwargs(config, out, checkpoint,
+                                              [LearningRateMonitor(logging_interval='epoch'), *callbacks],
+                                              progress_bar=progress_bar, **extra))

@@ -209,7 +209,7 @@ def prepare_run_folder(folder: RunFolder) -> None:
 
 # --- atomic files -----------------------------------------------------------------------------------------------------
 def _is_rank_zero() -> bool:
-    from .oneshot.distributed import is_rank_zero
+    from .ranks import is_rank_zero
     return is_rank_zero()
 
 
@@ -245,6 +245,20 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
 
 def atomic_write_json(path: PathLike, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(json.loads(json.dumps(data, default=str)), indent=2) + '\n')
+
+
+def read_jsonl(path: PathLike) -> List[Any]:
+    """The records of a JSON-lines journal (one JSON value a line, appended and flushed as work finishes); a line
+    that does not parse (the half-written last line of a killed process) is skipped. A missing file: ``[]``."""
+    path = Path(path)
+    records = []
+    if path.exists():
+        for line in path.read_text(encoding='utf-8').splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
 
 
 def versions() -> Dict[str, Optional[str]]:

@@ -8,305 +8,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
+# The settings live in the torch-free settings module; importable from here as before.
+from .settings import (MAX_SCALED_ARC_LR, PRESET_ALIASES, PRESET_COST, PRESETS, REFERENCE_ARC_LR,  # noqa: F401
+                       REFERENCE_ARC_STEPS, RESUME_FREE_SETTINGS, SHORT_SEARCH_ARC_BUDGET, SHORT_SEARCH_WARMUP_FRACTION,
+                       STRATEGIES, WARMUP_FRACTION, WEIGHT_RECIPES, SearchSettings, arch_steps_per_epoch,
+                       preset_cost_line, preset_defaults_help, preset_help, preset_name, scaled_arc_learning_rate)
 
-
-if TYPE_CHECKING:  # the settings import without torch/NNI (fast --help); the functions import them
+if TYPE_CHECKING:  # the functions import torch and NNI
     from .space.network import DartsCellSpace
 
 __all__ = ['SearchSettings', 'SearchResult', 'PRESETS', 'PRESET_ALIASES', 'preset_name', 'STRATEGIES',
            'build_strategy', 'build_space', 'run_search']
 
 _logger = logging.getLogger(__name__)
-
-STRATEGIES = ('darts', 'pdarts', 'pcdarts')
-
-# Weight recipe of each reference search (batch, lr, lr_min; SGD momentum 0.9, wd 3e-4, cosine in all three):
-# DARTS train_search.py (batch 64, lr 0.025 -> 0.001); P-DARTS train_search.py (batch 96, cosine to 0);
-# PC-DARTS train_search.py (batch 256, lr 0.1 -> 0). Used by evaluator.search_evaluator(recipe=...).
-WEIGHT_RECIPES: Dict[str, Dict[str, Any]] = {
-    'darts': dict(batch_size=64, learning_rate=0.025, learning_rate_min=0.001),
-    'pdarts': dict(batch_size=96, learning_rate=0.025, learning_rate_min=0.0),
-    'pcdarts': dict(batch_size=256, learning_rate=0.1, learning_rate_min=0.0),
-}
-# Weight-only warm-up as a fraction of the epochs: PC-DARTS 15 of 50, P-DARTS 10 of 25 per stage; DARTS none.
-WARMUP_FRACTION = {'darts': 0.0, 'pdarts': 10 / 25, 'pcdarts': 15 / 50}
-# Short searches (every preset but `reference`) warm the weights up for a third of the epochs, DARTS included:
-# untrained convolutions lose to parameter-free ops at first (the reason PC-DARTS and P-DARTS warm up 30-40 %).
-SHORT_SEARCH_WARMUP_FRACTION = 1 / 3
-# α's Adam lr x number of α steps, the "travel budget" of the references: DARTS 3e-4 x 50 epochs x 391 steps
-# (25,000 / 64) = 5.9; PC-DARTS 6e-4 x 35 x 98 (batch 256, 15 warm-up epochs) = 2.1; P-DARTS 6e-4 x 15 x 261 per
-# stage (batch 96) = 2.3.
-REFERENCE_ARC_LR = {'darts': 3e-4, 'pdarts': 6e-4, 'pcdarts': 6e-4}
-REFERENCE_ARC_STEPS = {'darts': 50 * 391, 'pdarts': 15 * 261, 'pcdarts': 35 * 98}
-# Short searches (every preset but `reference`) give every strategy three times DARTS' budget (α lr = 17.6 / α steps,
-# per P-DARTS stage): their α gradients are noisier (weights trained for minutes), so Adam's normalised steps travel
-# less. Measured on the cpu preset, seed 0, mean max softmax(α) / uniform (normal, reduce; 2x uniform marks a decided
-# search): DARTS order 1 at 1x DARTS' budget 2.17 / 1.84, at 2x 2.30 / 3.19; PC-DARTS at 2x its own budget
-# 2.14 / 1.57, at 2x DARTS' 2.43 / 1.93; P-DARTS (2 epochs per stage) at 2x its own 1.91 / 1.63, at lr 0.3
-# 2.16 / 1.74. The cap keeps one Adam step on α at most 0.3.
-SHORT_SEARCH_ARC_BUDGET = 3.0 * REFERENCE_ARC_LR['darts'] * REFERENCE_ARC_STEPS['darts']
-MAX_SCALED_ARC_LR = 0.3
-
-
-PRESETS: Dict[str, Dict[str, Any]] = {
-    # The papers' search settings (CIFAR-10 scale; a GPU job).
-    # The papers' data: CIFAR-10 (python -m nni_darts_ext prepare-data cifar10 --download, or --download here).
-    'reference': dict(dataset='cifar10', width=16, cells=8, epochs=50, subset=None, k=4,
-                      stage_cells=(5, 11, 17), stage_epochs=25),
-    # Minutes on 2 CPU cores: C=8, 5 cells, 2,000 28x28 images. Batch 32 (not 64): a step costs 0.6x as much
-    # on this CPU, so the same time buys 1.6x the α steps; the weight lr is DARTS' 0.025 for every strategy
-    # (PC-DARTS' 0.1 goes with its batch 256). α's lr is scaled (REFERENCE_ARC_STEPS) and a third of the epochs
-    # warm the weights up (SHORT_SEARCH_WARMUP_FRACTION).
-    # K=2 for PC-DARTS: at C=8, K=4 would leave 2 channels per op; K=2 keeps the reference's 4 (C=16, K=4).
-    # P-DARTS: 3 epochs per stage (1 weight-only) so that each stage has as many α steps as the others' search.
-    'cpu': dict(dataset='fashion-mnist', width=8, cells=5, epochs=3, subset=2000, batch_size=32, learning_rate=0.025,
-                k=2,
-                stage_cells=(3, 4, 5), stage_epochs=3),
-    # Seconds: for tests and smoke runs.
-    'tiny': dict(dataset='digits', width=8, cells=3, epochs=1, subset=256, batch_size=32, k=4, stage_cells=(3, 4, 5),
-                 stage_epochs=1),
-}
-
-
-#: What each preset costs, per command: the expected wall time on 2 CPU cores and on one GPU, as measured (the
-#: sources are named; "not measured" where no measurement exists). ``--help`` and the first log line of a run show it.
-PRESET_COST: Dict[str, Dict[str, str]] = {
-    'search': {
-        # benchmarks/README: order 1 at the reference size 18.6 s per step on 2 cores x 50 epochs x 391 steps = 101 h;
-        # one GPU: no search was timed on a GPU yet (benchmarks/gpu.py measures it), so the papers' figures.
-        'reference': 'about 4 days on 2 CPU cores (DARTS order 1: 19,550 steps at 18.6 s, benchmarks); one GPU: not '
-                     'measured here, the papers report 1.5 GPU-days (DARTS order 1), 4 (order 2), 0.3 (P-DARTS), '
-                     '0.1 (PC-DARTS) on a GTX 1080Ti',
-        # README command 1 (DARTS order 2), 4 interleaved runs on an idle 2-core machine, 2026-12-04
-        'cpu': 'about 5 min on 2 idle CPU cores (DARTS order 2: 5 min 0-11 s; several times that on a loaded '
-               'machine); a GPU is not needed',
-        # idle: issue 22's measurement (10-18 s per search); loaded (load 10 on 2 cores, --threads 1):
-        # benchmarks/results_tiny.md, `python -m benchmarks tiny` (DARTS 19 s, P-DARTS 31 s, PC-DARTS 21 s)
-        'tiny': 'seconds: 10-20 s on 2 idle CPU cores (P-DARTS 31 s on a loaded machine with --threads 1, minutes '
-                'with more threads than free cores); for tests and smoke runs',
-    },
-    'train': {
-        # README "Retraining": 0.146 s per step on an H200, 76 s per CIFAR-10 epoch x 600 epochs
-        'reference': 'about 13 h on one H200 GPU (600 epochs at 76 s, benchmarks); weeks on 2 CPU cores',
-        'cpu': 'about 5 min on 2 idle CPU cores (DARTS_V2 on Fashion-MNIST, 5 epochs); a GPU is not needed',
-        # idle: issue 22's measurement (14 s); loaded: benchmarks/results_tiny.md (17 s at load 10, --threads 1)
-        'tiny': 'seconds: about 15 s on 2 idle CPU cores (17 s on a loaded machine with --threads 1); for tests and '
-                'smoke runs',
-    },
-}
-
-
-def preset_cost_line(command: str, preset: Optional[str]) -> str:
-    """The first log line of a ``search`` / ``train`` run: the preset, its cost, and for ``reference`` (the
-    default) that it is the GPU-scale setting and which preset runs in minutes on a CPU."""
-    name = preset_name(preset)
-    line = f'preset {name}: {PRESET_COST[command][name]}'
-    if name == 'reference':
-        line += ("; this is the papers' GPU-scale setting (the default): --preset cpu runs in minutes on a CPU, "
-                 '--preset tiny in seconds')
-    return line
-
-
-def preset_help(command: str, head: str) -> str:
-    """The ``--preset`` help of ``command``: ``head``, then each preset's expected wall time."""
-    return head + ' Expected wall time: ' + '; '.join(f'{name}: {cost}'
-                                                      for name, cost in PRESET_COST[command].items()) + '.'
-
-
-#: Older preset names, kept working: ``train --preset small`` was the CPU preset before both commands shared names.
-PRESET_ALIASES: Dict[str, str] = {'small': 'cpu'}
-
-
-def preset_name(name: Optional[str]) -> str:
-    """The canonical preset of ``name`` (``None``: ``reference``; an alias: its preset); ``ValueError`` naming the
-    allowed ones otherwise. ``search`` and ``train`` share the names (and each preset's dataset)."""
-    if name is None:
-        return 'reference'
-    name = PRESET_ALIASES.get(name, name)
-    if name not in PRESETS:
-        raise ValueError(f'preset={name!r} is invalid; allowed: {list(PRESETS)} (alias: '
-                         + ', '.join(f'{old} = {new}' for old, new in PRESET_ALIASES.items()) + ').')
-    return name
-
-
-def preset_defaults_help() -> Dict[str, str]:
-    """The default that ``--help`` shows for each field a preset or the strategy's recipe fills (``None`` here)."""
-    def by_preset(key: str) -> str:
-        values = ', '.join(f'{name} {"all" if preset.get(key, "") is None else preset.get(key, "recipe")}'
-                           for name, preset in PRESETS.items())
-        return f'per --preset: {values}'
-    shown = {key: by_preset(key) for preset in PRESETS.values() for key in preset if key != 'stage_epochs'}
-    shown['epochs'] += '; P-DARTS per stage: ' + by_preset('stage_epochs').split(': ', 1)[1]
-    for key in WEIGHT_RECIPES['darts']:
-        recipe = ', '.join(f'{strategy} {r[key]}' for strategy, r in WEIGHT_RECIPES.items())
-        shown[key] = (f'{shown[key]}; ' if key in shown else '') + f'recipe: the strategy\'s reference ({recipe})'
-    references = ', '.join(f'{strategy} {lr:g}' for strategy, lr in REFERENCE_ARC_LR.items())
-    shown['arc_learning_rate'] = f"the strategy's reference ({references}); presets other than reference scale it"
-    return shown
-
-
-def arch_steps_per_epoch(settings: 'SearchSettings') -> int:
-    """α steps per epoch of resolved settings: batches of the architecture half (last partial batch dropped)."""
-    from .data import get_info
-    images = settings.subset or get_info(settings.dataset).num_train
-    steps = max(1, (images - images // 2) // settings.batch_size)
-    return min(steps, settings.limit_train_batches or steps)
-
-
-def scaled_arc_learning_rate(settings: 'SearchSettings') -> float:
-    """α's Adam lr for a short search: :data:`SHORT_SEARCH_ARC_BUDGET` / this run's α steps (per P-DARTS stage), at
-    least the strategy's reference lr and at most :data:`MAX_SCALED_ARC_LR`."""
-    steps = max(1, settings.epochs - settings.warmup_epochs) * arch_steps_per_epoch(settings)
-    reference = REFERENCE_ARC_LR[settings.strategy]
-    return float(min(MAX_SCALED_ARC_LR, max(reference, SHORT_SEARCH_ARC_BUDGET / steps)))
-
-
-def _opt(default: Any = None, help: str = '', **metadata: Any) -> Any:
-    """A settings field with its command-line metadata (:mod:`nni_darts_ext.options`)."""
-    if isinstance(default, (list, dict)):
-        raise TypeError('use a tuple default')
-    return field(default=default, metadata={'help': help, **metadata})
-
-
-@dataclass
-class SearchSettings:
-    """Everything a search run needs; ``None`` means the strategy's / preset's default.
-
-    Each field is a command-line option ``--field-name`` of ``search`` and of the trial (plus the aliases in its
-    metadata) and a key of ``--config FILE.yaml``; a new field needs no other code.
-    """
-
-    strategy: str = _opt('darts', choices=STRATEGIES)
-    order: int = _opt(1, 'DARTS order (1: xi = 0; 2: unrolled)', choices=(1, 2))
-    dataset: Optional[str] = _opt(None, 'fashion-mnist | mnist | cifar10 | digits; an explicit one wins over the '
-                                        'preset\'s (default: the preset\'s: ' + ', '.join(
-                                            f'{name} {p["dataset"]}' for name, p in PRESETS.items()) + ')')
-    preset: Optional[str] = _opt(None, preset_help('search', 'reference: the papers\' settings (GPU scale); cpu: '
-                                                             'minutes on 2 cores; tiny: seconds (default: '
-                                                             'reference).'),
-                                 choices=(*PRESETS, *PRESET_ALIASES))
-    subset: Optional[int] = _opt(None, 'use a seeded random subset of the training set')
-    epochs: Optional[int] = _opt(None, 'search epochs (P-DARTS: per stage)')
-    batch_size: Optional[int] = None
-    width: Optional[int] = _opt(None, 'initial channels C')
-    cells: Optional[int] = _opt(None, 'number of cells')
-    nodes: int = 4
-    ops: Optional[Sequence[str]] = _opt(None, 'candidate op names (default: the DARTS eight)')
-    learning_rate: Optional[float] = _opt(None, 'weight learning rate', flags=('--lr',))
-    learning_rate_min: Optional[float] = _opt(None, flags=('--lr-min',))
-    arc_learning_rate: Optional[float] = _opt(None, 'architecture learning rate', flags=('--arc-lr',))
-    warmup_epochs: Optional[int] = _opt(None, 'weight-only epochs (default: PC-DARTS 15/50, P-DARTS 10/25 of the '
-                                              'epochs)')
-    k: Optional[int] = _opt(None, 'PC-DARTS partial-channel factor K (default: the preset\'s: 4, cpu 2)')
-    stage_cells: Optional[Sequence[int]] = _opt(None, 'P-DARTS cells per stage', nargs=3)
-    stage_ops: Sequence[int] = _opt((8, 5, 3), 'P-DARTS ops per edge per stage', nargs=3)
-    skip_dropout: Sequence[float] = _opt((0.1, 0.4, 0.7), 'P-DARTS skip-connect dropout per stage', nargs=3)
-    max_skip: int = _opt(2, 'P-DARTS: skip-connects kept in the normal cell')
-    # against collapse, on every strategy (issue #20; off by default: the papers' strategies)
-    beta_decay: float = _opt(0.0, 'β-DARTS: λ of the Beta-Decay regularisation of α, ramped linearly from 0 over the '
-                                  'epochs (reference 25 at 50 epochs); 0: off')
-    smooth: float = _opt(0.0, 'SDARTS-RS: radius ε of the uniform noise on softmax(α) in the weight step, ramped from '
-                              'ε/10 (reference 0.3); 0: off')
-    hvp: str = _opt('finite_difference', 'order 2: Hessian-vector product of DARTS eq. 8 by the central finite '
-                                         'difference or exact (double backward)',
-                    choices=('finite_difference', 'exact'))
-    fd_radius: float = _opt(0.01, 'order 2, finite difference: r in ε = r / ‖∇w\' L_val‖ (DARTS)')
-    select: str = _opt('magnitude', 'how the cell is derived: magnitude (the strongest softmax(α), the papers\') or '
-                                    'perturbation (DARTS-PT: the op / input whose removal costs the supernet the most '
-                                    'accuracy; the table goes to summary.json)', choices=('magnitude', 'perturbation'))
-    select_batches: Optional[int] = _opt(10, 'perturbation selection: validation batches per accuracy')
-    select_tune_steps: int = _opt(10, 'perturbation selection: weight steps of fine-tuning between decisions')
-    seed: int = 0
-    channels_last: bool = _opt(True, 'the channels_last memory format', negative='--contiguous')
-    augment: bool = _opt(True, 'random crop (and flip where allowed) of both search halves, as the '
-                               'references')
-    limit_train_batches: Optional[int] = _opt(None, 'at most this many batches per epoch (default: all)')
-    num_workers: int = _opt(0, 'data loader worker processes')
-    data_dir: Optional[str] = _opt(None, 'dataset root (default $NNI_DARTS_EXT_DATA or ~/.cache)')
-    download: bool = _opt(False, 'let torchvision download CIFAR-10 into --data-dir when it is not there (needs '
-                                 'internet; the same as prepare-data cifar10 --download first)')
-    out: str = _opt('runs/search', 'output folder')
-    progress_bar: Optional[bool] = _opt(None, 'the Lightning progress bar (default: only on a terminal)')
-    accelerator: str = _opt('auto', 'Lightning accelerator (cpu, gpu, auto); on a GPU also cudnn.benchmark and '
-                                   'pinned memory (accel.py)')
-    devices: str = _opt('auto', 'Lightning devices (a count, a list, or auto)')
-    precision: str = _opt('32-true', 'Lightning precision, e.g. bf16-mixed (the finite-difference HVP stays in '
-                                     'float32: bilevel.py)')
-    compile: bool = _opt(False, 'torch.compile the supernet (opt-in: slow to compile, pays on a GPU)')
-    # data parallel inside one search (docs/distributed.md; Lightning's Trainer names)
-    num_nodes: int = _opt(1, 'machines (DDP across nodes)')
-    strategy_backend: Optional[str] = _opt(None, "Lightning's distributed strategy: ddp | ddp_spawn | ... (named so "
-                                                 'because --strategy is the NAS strategy; default: Lightning\'s '
-                                                 '"auto", DDP for several devices)')
-    sync_batchnorm: bool = _opt(False, 'batch-norm statistics over the global batch of all processes (CPU: gloo)')
-    retrain_epochs: int = _opt(0, 'train the derived network this many epochs on the training half and report its '
-                                  'accuracy on the architecture half (the test set is never used); 0: off')
-
-    def resolved(self) -> 'SearchSettings':
-        """Fill the ``None`` fields from the preset and the strategy's reference recipe."""
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f'strategy={self.strategy!r} is invalid; allowed: {list(STRATEGIES)}.')
-        values = dataclasses.asdict(self)
-        if self.preset is not None:
-            values['preset'] = preset_name(self.preset)
-        preset = dict(PRESETS[preset_name(self.preset)])
-        if self.strategy == 'pdarts':
-            preset['epochs'] = preset.pop('stage_epochs')
-        else:
-            preset.pop('stage_epochs')
-        recipe = WEIGHT_RECIPES[self.strategy]
-        for key, value in {**recipe, **preset}.items():
-            if values.get(key) is None:  # an explicit value (--dataset too) wins over the preset
-                values[key] = value
-        if values['dataset'] is None:
-            values['dataset'] = 'fashion-mnist'
-        if values['progress_bar'] is None:
-            values['progress_bar'] = _on_terminal()
-        short = preset_name(self.preset) != 'reference'
-        if values['warmup_epochs'] is None:
-            # half-up rounding, and always at least one epoch that trains the architecture
-            fraction = max(WARMUP_FRACTION[self.strategy], SHORT_SEARCH_WARMUP_FRACTION if short else 0.0)
-            scaled = math.floor(values['epochs'] * fraction + 0.5)
-            values['warmup_epochs'] = max(0, min(scaled, values['epochs'] - 1))
-        settings = SearchSettings(**values)
-        if settings.arc_learning_rate is None and short and settings.epochs > settings.warmup_epochs:
-            settings.arc_learning_rate = scaled_arc_learning_rate(settings)
-        if settings.strategy == 'pdarts':
-            settings.cells = settings.stage_cells[-1]
-        if settings.epochs < 1:
-            raise ValueError(f'epochs={settings.epochs} is invalid; allowed: an integer >= 1.')
-        _check_robust_options(settings)
-        if settings.warmup_epochs >= settings.epochs and settings.epochs > 0:
-            raise ValueError(f'warmup_epochs={settings.warmup_epochs} leaves no epoch to train the architecture '
-                             f'(epochs={settings.epochs}); allowed: 0 <= warmup_epochs < epochs.')
-        return settings
-
-
-def _check_robust_options(settings: SearchSettings) -> None:
-    """The issue-#20 options, checked before any data is read (the strategies check them again)."""
-    for name in ('select', 'hvp'):
-        allowed = dict((f.name, f.metadata.get('choices')) for f in dataclasses.fields(SearchSettings))[name]
-        if getattr(settings, name) not in allowed:
-            raise ValueError(f'{name}={getattr(settings, name)!r} is invalid; allowed: {", ".join(allowed)}.')
-    checks = (('beta_decay', settings.beta_decay >= 0, '>= 0 (0: off)'),
-              ('smooth', 0 <= settings.smooth <= 1, '0 <= smooth <= 1 (0: off)'),
-              ('fd_radius', settings.fd_radius > 0, '> 0 (DARTS: 0.01)'),
-              ('select_batches', settings.select_batches is None or settings.select_batches >= 1, '>= 1'),
-              ('select_tune_steps', settings.select_tune_steps >= 0, '>= 0'))
-    for name, ok, allowed in checks:
-        if not ok:
-            raise ValueError(f'{name}={getattr(settings, name)!r} is invalid; allowed: {allowed}.')
-
-
-def _on_terminal() -> bool:
-    import sys
-    return sys.stderr.isatty()
 
 
 @dataclass
@@ -384,39 +103,9 @@ def build_space(settings: SearchSettings) -> 'DartsCellSpace':
 
 
 def distributed_trainer_kwargs(settings: Any) -> Dict[str, Any]:
-    """Lightning ``Trainer`` arguments of the data-parallel fields of a ``SearchSettings`` or ``RetrainConfig``
-    (only those that are set).
-
-    ``sync_batchnorm`` on CPU uses :class:`~nni_darts_ext.oneshot.distributed.CpuSyncBatchNormPlugin` (PyTorch's
-    ``SyncBatchNorm`` refuses CPU tensors); on GPUs Lightning's own ``sync_batchnorm=True``.
-    """
-    kwargs: Dict[str, Any] = {}  # accelerator / devices / precision: accel.trainer_kwargs
-    if settings.num_nodes != 1:
-        kwargs['num_nodes'] = settings.num_nodes
-    if settings.strategy_backend is not None:
-        kwargs['strategy'] = settings.strategy_backend
-    if settings.sync_batchnorm:
-        import torch
-        on_cpu = settings.accelerator == 'cpu' or (settings.accelerator in (None, 'auto')
-                                                   and not torch.cuda.is_available())
-        if on_cpu:
-            from .oneshot.distributed import CpuSyncBatchNormPlugin
-            kwargs['plugins'] = [CpuSyncBatchNormPlugin()]
-        else:
-            kwargs['sync_batchnorm'] = True
-    return kwargs
-
-
-def _callbacks(out: Path, extra: Sequence[Any]) -> List[Any]:
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
-    from .callbacks import ArchitectureLogger  # softmax(α)/β scalars and heat maps in TensorBoard
-    return [ModelCheckpoint(dirpath=out / 'checkpoints', save_last=True, every_n_epochs=1), ArchitectureLogger(),
-            *extra]
-
-
-# Settings that may differ between a search and its resumption (docs/reliability.md).
-RESUME_FREE_SETTINGS = ('out', 'progress_bar', 'num_workers', 'data_dir', 'download')
+    """:func:`nni_darts_ext.runner.distributed_trainer_kwargs` (its home; importable here as before)."""
+    from .runner import distributed_trainer_kwargs as trainer_kwargs
+    return trainer_kwargs(settings)
 
 
 def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resume: Any = False,
@@ -432,16 +121,15 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     import pytorch_lightning as pl
     from nni.nas.execution import SequentialExecutionEngine
     from nni.nas.space import RawFormatModelSpace
-    from pytorch_lightning.loggers import TensorBoardLogger
 
-    from . import accel, rundir
-    from .callbacks import export_probs
+    from . import accel, rundir, runner
+    from .callbacks import ArchitectureLogger, export_probs
     from .data import get_info
     from .evaluator import search_evaluator
     from .guards import DivergenceGuard
     from .oneshot.decision import at_chance, decision_summary, describe_decision, edge_products
-    from .space.genotype import arch_to_genotype
     from .oneshot.distributed import is_rank_zero
+    from .space.genotype import arch_to_genotype
 
     settings = settings.resolved()
     get_info(settings.dataset)  # unknown names fail before anything is written
@@ -456,19 +144,10 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     strategy = build_strategy(settings)
     guard = DivergenceGuard({'--lr': settings.learning_rate, '--arc-lr': settings.arc_learning_rate})
     state = rundir.ResumeState(record)
-    device_kwargs = accel.trainer_kwargs(settings.accelerator, settings.devices, settings.precision)
-    if settings.compile:
-        callbacks = [*callbacks, accel.CompileSupernet()]
-    trainer_kwargs = dict(
-        logger=TensorBoardLogger(save_dir=str(out), name='logs', version=''),
-        callbacks=_callbacks(out, [guard, state, *callbacks]), enable_progress_bar=settings.progress_bar,
-        default_root_dir=str(out), log_every_n_steps=1, num_sanity_val_steps=0,
-        plugins=[rundir.AtomicCheckpointIO()], **device_kwargs)
-    if settings.limit_train_batches:
-        trainer_kwargs['limit_train_batches'] = settings.limit_train_batches
-    distributed = distributed_trainer_kwargs(settings)
-    trainer_kwargs['plugins'] = [*trainer_kwargs.get('plugins', []), *distributed.pop('plugins', [])]
-    trainer_kwargs.update(distributed)
+    # softmax(α)/β scalars and heat maps in TensorBoard (ArchitectureLogger)
+    trainer_kwargs = runner.trainer_kwargs(
+        settings, out, runner.checkpoint_callback(out), [ArchitectureLogger(), guard, state, *callbacks],
+        progress_bar=settings.progress_bar, log_every_n_steps=1)
     evaluator = search_evaluator(
         settings.dataset, recipe=settings.strategy, batch_size=settings.batch_size, subset=settings.subset,
         seed=settings.seed, root=settings.data_dir, max_epochs=settings.epochs, learning_rate=settings.learning_rate,
@@ -485,27 +164,17 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     strategy.initialize(RawFormatModelSpace(space, evaluator), SequentialExecutionEngine())
     # every check passed: from here on the run writes into ``out``
     rundir.prepare_run_folder(folder)
-    status = {'finished': False, 'seed': settings.seed, 'versions': rundir.versions(), 'settings': record}
+    status = runner.RunStatus(out, seed=settings.seed, settings=record)
     if folder.restart:
-        status['restarted'] = 'resume found no checkpoint: the search started from the beginning'
+        status.fields['restarted'] = 'resume found no checkpoint: the search started from the beginning'
     if folder.resume_from is not None:
         _logger.info('search: resuming %s', folder.resume_from)
         strategy.load_state_dict({'run_dir': str(out)} if hasattr(strategy, 'run_dir') else
                                  {'ckpt_path': str(folder.resume_from)})
-        status['resumed_from'] = str(folder.resume_from)
-    if is_rank_zero():
-        rundir.atomic_write_json(out / 'summary.json', {**status, 'status': 'running'})
-    try:
+        status.fields['resumed_from'] = str(folder.resume_from)
+    status.running()
+    with status.failures(explain=guard.explain, describe=str):
         strategy.run()
-    except BaseException as err:
-        reported = guard.explain(err)
-        message = 'interrupted' if isinstance(err, KeyboardInterrupt) else str(reported)
-        if is_rank_zero():
-            rundir.atomic_write_json(out / 'summary.json', {**status, 'status': 'failed', 'error': message})
-            rundir.atomic_write_text(out / 'summary.txt', f'FAILED: {message}\n')
-        if reported is not err:
-            raise reported from err
-        raise
     arch = next(iter(strategy.list_models())).sample
     seconds = time.time() - start
     module = strategy.search_module
@@ -543,33 +212,28 @@ def run_search(settings: SearchSettings, callbacks: Sequence[Any] = (), *, resum
     return result
 
 
-def _save_result(result: SearchResult, status: Dict[str, Any]) -> None:
+def _save_result(result: SearchResult, status: Any) -> None:
     from . import rundir
     from .space.genotype import save_arch
     out = result.out
     save_arch(result.arch, out / 'arch.json')
     rundir.atomic_write_text(out / 'genotype.txt', str(result.genotype) + '\n')
-    rundir.atomic_write_json(out / 'summary.json', {
-        **result.summary(), **{k: v for k, v in status.items() if k != 'settings'}, 'finished': True,
-        'status': 'finished', 'history': _jsonable(result.history)})
-    rundir.atomic_write_text(out / 'summary.txt', '\n'.join(
-        filter(None, [result.headline(), result.extra.get('decision_text')])) + '\n')
+    status.finished(result.summary(), '\n'.join(filter(None, [result.headline(), result.extra.get('decision_text')]))
+                    + '\n', history=_jsonable(result.history))
 
 
 def _resume_check(folder: Any, settings: SearchSettings) -> Dict[str, Any]:
     """The settings recorded with the run; for a resume, refuse a corrupt checkpoint or changed settings."""
     from . import rundir
+    from .runner import refuse_changed_settings
     record = _jsonable(dataclasses.asdict(settings))
     if folder.restart:  # killed before its first checkpoint: the settings are in its summary.json
         try:
             saved = json.loads((folder.path / 'summary.json').read_text()).get('settings')
         except (OSError, ValueError, AttributeError):
             saved = None
-        changed = rundir.compare_settings(saved, record, free=RESUME_FREE_SETTINGS) if isinstance(saved, dict) else []
-        if changed:
-            raise rundir.RunFolderError(f'Cannot resume {folder.path} with other settings: {"; ".join(changed)}. '
-                                        'Resume with the settings of the run, or pass --overwrite to start a new '
-                                        'search there.')
+        if isinstance(saved, dict):
+            refuse_changed_settings(saved, record, RESUME_FREE_SETTINGS, folder.path, 'search')
         return record  # rundir.prepare_run_folder says that the run starts from the beginning
     if folder.resume_from is None:
         return record
@@ -584,10 +248,7 @@ def _resume_check(folder: Any, settings: SearchSettings) -> Dict[str, Any]:
     if saved is None:
         raise rundir.RunFolderError(f'{folder.resume_from} records no search settings (not a checkpoint of '
                                     f'`search`); pass --overwrite to start a new search in {folder.path}.')
-    changed = rundir.compare_settings(saved, record, free=RESUME_FREE_SETTINGS)
-    if changed:
-        raise rundir.RunFolderError(f'Cannot resume {folder.path} with other settings: {"; ".join(changed)}. Resume '
-                                    'with the settings of the run, or pass --overwrite to start a new search there.')
+    refuse_changed_settings(saved, record, RESUME_FREE_SETTINGS, folder.path, 'search')
     return record
 
 

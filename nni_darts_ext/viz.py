@@ -16,17 +16,17 @@ CLI: ``python -m nni_darts_ext plot ARCH.json|GENOTYPE_NAME [--out DIR]``.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ._compat import moved_names
 from .space.genotype import CELL_TYPES, PUBLISHED_GENOTYPES, Genotype, arch_to_genotype, genotype_from_name, load_arch
 
 __all__ = ['PlotError', 'cell_graph', 'plot_cell', 'plot_genotype', 'node_name', 'prob_matrix', 'heatmap_figure',
-           'figure_rgb', 'save_heatmaps', 'resolve_genotype', 'add_arguments', 'run']
+           'figure_rgb', 'save_heatmaps', 'resolve_genotype']
 
 _logger = logging.getLogger(__name__)
 
@@ -251,30 +251,5 @@ def resolve_genotype(source: str) -> Genotype:
     return arch_to_genotype(load_arch(source))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('arch', help='arch JSON file (arch.json or a summary.json) or a published genotype name '
-                                     f'({", ".join(PUBLISHED_GENOTYPES)})')
-    parser.add_argument('--out', default=None, help='output folder (default: the arch file\'s folder, or ./plots)')
-    parser.add_argument('--formats', nargs='+', default=['png', 'svg'], help='graphviz output formats')
-    parser.add_argument('--prefix', default='cell_', help='file name prefix')
-
-
-def run(args: argparse.Namespace) -> int:
-    genotype = resolve_genotype(args.arch)
-    out = Path(args.out) if args.out else (Path(args.arch).parent if Path(args.arch).is_file() else Path('plots'))
-    if out.exists() and not out.is_dir():
-        raise ValueError(f'--out {out} is a file, not a folder; pass the folder for the pictures.')
-    created = not out.exists()
-    try:
-        files = plot_genotype(genotype, out, prefix=args.prefix, formats=tuple(args.formats))
-    except Exception as err:
-        if created:  # a failed command leaves nothing behind
-            import shutil
-            shutil.rmtree(out, ignore_errors=True)
-        if isinstance(err, PlotError):
-            raise ValueError(str(err)) from None
-        raise
-    print(f'genotype: {genotype}')
-    for name, path in files.items():
-        print(f'{name}: {path}')
-    return 0
+# The ``plot`` command moved to the application package; importable here as before (deprecated).
+__getattr__ = moved_names(__name__, 'nni_darts_ext.app.plot_command', ('add_arguments', 'run'))

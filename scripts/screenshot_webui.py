@@ -18,11 +18,8 @@ import argparse
 import base64
 import contextlib
 import json
-import os
-import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,26 +29,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-NNICTL = Path(sys.executable).with_name('nnictl')
+# One nnictl harness for this script and the end-to-end tests: it lives with the tests, which exercise it in CI.
+sys.path.insert(0, str(ROOT / 'tests'))
+from _nnictl import BOOST, TINY_ARGS, Experiment, ExperimentError, tiny_config, wait_done  # noqa: E402
+
 # The flags that work on this kind of machine (closed network; see the environment notes).
 CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                   '--disable-background-networking', '--disable-component-update', '--disable-sync',
                   '--hide-scrollbars']
-TINY = ('--preset tiny --subset 64 --width 4 --cells 3 --limit-train-batches 1 --threads 1')
-# NNI gives its manager ~4 s and its tuner process 10 s to start, which a loaded machine may miss: when we may (root),
-# nnictl, the manager and the tuner run at a raised priority, and the trials drop back to the usual one.
-BOOST = 10 if hasattr(os, 'geteuid') and os.geteuid() == 0 else 0
-
-
-def _boost() -> None:
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) - BOOST)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 10) -> Any:
@@ -62,95 +47,19 @@ def _get(url: str, timeout: float = 10) -> Any:
 def _config(tmp: Path, tiny: bool) -> Path:
     """examples/darts.yml as it is (cpu preset, default metric = the derived net retrained 3 epochs; order 1 and 2
     side by side), or with ``tiny`` a seconds-long version whose numbers mean nothing (to check the script)."""
+    if tiny:
+        return tiny_config(tmp, {'seed': [0, 1], 'epochs': [3]}, TINY_ARGS, trials=2, concurrency=2,
+                           experimentName='darts-tiny-webui', maxTrialDuration='10m')
     import yaml
     config = yaml.safe_load((ROOT / 'examples' / 'darts.yml').read_text())
     command = config['trialCommand'].replace('.venv/bin/python', shlex.quote(sys.executable))
-    if tiny:
-        config['searchSpace'] = {'seed': {'_type': 'choice', '_value': [0, 1]},
-                                 'epochs': {'_type': 'choice', '_value': [3]}}
-        command = f'{shlex.quote(sys.executable)} -m nni_darts_ext.trial --strategy darts {TINY}'
     config.update(
-        experimentName='darts-tiny-webui' if tiny else config['experimentName'],
         trialCommand=(f'nice -n {BOOST} ' if BOOST else '') + command,
         trialCodeDirectory=str(ROOT), trialConcurrency=2, maxTrialNumber=2,
-        maxTrialDuration='10m' if tiny else config['maxTrialDuration'],
         experimentWorkingDirectory=str(tmp / 'experiments'))
     path = tmp / 'config.yml'
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
-
-
-class Experiment:
-    def __init__(self, tmp: Path, tiny: bool = False):
-        self.tmp = tmp
-        (tmp / 'home').mkdir()
-        self.env = {**os.environ, 'HOME': str(tmp / 'home'), 'PYTHONWARNINGS': 'ignore'}
-        mpl = Path.home() / '.cache' / 'matplotlib'
-        if mpl.is_dir():
-            self.env.setdefault('MPLCONFIGDIR', str(mpl))
-        self.config = _config(tmp, tiny)
-        self.port: int = 0
-        self.id: Optional[str] = None
-
-    def api(self, path: str) -> Any:
-        return _get(f'http://localhost:{self.port}/api/v1/nni/{path}')
-
-    def start(self, attempts: int = 6) -> None:
-        for _ in range(attempts):
-            self.port = _free_port()
-            proc = subprocess.run([str(NNICTL), 'create', '--config', str(self.config), '--port', str(self.port)],
-                                  env=self.env, cwd=self.tmp, capture_output=True, text=True, timeout=180,
-                                  preexec_fn=_boost if BOOST else None)
-            out = proc.stdout + proc.stderr
-            found = re.search(r'Experiment ID: (\w+)', re.sub(r'\x1b\[[0-9;]*m', '', out))
-            self.id = found.group(1) if found else None
-            if proc.returncode == 0 and self.id and self._tuner_connected():
-                print(f'experiment {self.id}: http://localhost:{self.port}', flush=True)
-                return
-            print(f'nnictl create did not come up (NNI start-up timeouts on a loaded machine?); retrying\n{out}',
-                  file=sys.stderr, flush=True)
-            self.stop()
-        raise SystemExit('nnictl create failed')
-
-    def _tuner_connected(self, timeout: float = 60) -> bool:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            with contextlib.suppress(OSError, ValueError):
-                if self.api('check-status')['status'] == 'ERROR':
-                    return False
-                if self.api('trial-jobs'):
-                    return True
-            time.sleep(1)
-        return False
-
-    def wait_done(self, timeout: float) -> str:
-        deadline = time.time() + timeout
-        status = '?'
-        while time.time() < deadline:
-            with contextlib.suppress(OSError, ValueError):
-                status = self.api('check-status')['status']
-                if status in ('DONE', 'ERROR', 'STOPPED'):
-                    break
-            time.sleep(3)
-        return status
-
-    def stop(self) -> None:
-        args = [str(NNICTL), 'stop', self.id] if self.id else [str(NNICTL), 'stop', '--all']
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=60)
-        # a manager that still answers is killed through the pid nnictl recorded in its manifest
-        manifest = self.tmp / 'home' / 'nni-experiments' / '.experiment'
-        with contextlib.suppress(OSError, ValueError):
-            for exp in json.loads(manifest.read_text()).values():
-                if exp.get('pid') and exp.get('port') == self.port and self._answers():
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(exp['pid'], 9)
-
-    def _answers(self) -> bool:
-        with contextlib.suppress(OSError, ValueError):
-            self.api('check-status')
-            return True
-        return False
 
 
 class Chromium:
@@ -217,11 +126,14 @@ _CLICK = ("(() => { const b = Array.from(document.querySelectorAll(%s))"
 
 def _click(selector: str, text: str) -> str:
     return _CLICK % (json.dumps(selector), json.dumps(text))
+
+
 # The table's columns: the final result's extra keys, the search-space seed and the number of intermediate results.
 _COLUMNS = ("(() => { const on = %s, off = %s; let n = 0;"
             " for (const c of document.querySelectorAll('.ms-Checkbox')) { const t = c.textContent.trim();"
             " const checked = c.classList.contains('is-checked');"
-            " if ((on.some(w => t.endsWith(w)) && !checked) || (off.some(w => t.endsWith(w)) && checked)) { c.querySelector('input').click(); n++; } }"
+            " if ((on.some(w => t.endsWith(w)) && !checked) || (off.some(w => t.endsWith(w)) && checked))"
+            " { c.querySelector('input').click(); n++; } }"
             " return n; })()")
 
 
@@ -236,7 +148,8 @@ def capture(url: str, out: Path, width: int, height: int) -> None:
             if not browser.wait_for("document.querySelectorAll('.ms-DetailsRow').length >= 1", 90):
                 print('warning: no trial rows rendered', file=sys.stderr)
             time.sleep(2)
-            dialog = "Array.from(document.querySelectorAll('.ms-Checkbox')).some(c => c.textContent.includes('(space)'))"
+            dialog = ("Array.from(document.querySelectorAll('.ms-Checkbox'))"
+                      ".some(c => c.textContent.includes('(space)'))")
             if browser.js(_click('button', 'Add/Remove columns')) and browser.wait_for(dialog, 30):
                 browser.js(_COLUMNS % (json.dumps(['Intermediate results (#)', 'seed (space)', 'params (metric)',
                                                    'normal_skip_connects (metric)', 'genotype (metric)']),
@@ -273,10 +186,14 @@ def main(argv: Optional[list] = None) -> int:
         print(f'saved {out}')
         return 0
     tmp = Path(tempfile.mkdtemp(prefix='nni_webui_'))
-    exp = Experiment(tmp, args.tiny)
+    exp = Experiment(tmp, _config(tmp, args.tiny))
     try:
-        exp.start()
-        status = exp.wait_done(900 if args.tiny else 3 * 3600)
+        exp.start(attempts=6)
+        print(f'experiment {exp.id}: http://localhost:{exp.port}', flush=True)
+        try:
+            status = wait_done(exp.port, 900 if args.tiny else 3 * 3600)
+        except ExperimentError as exc:  # not done in time: the page shows what there is
+            status = str(exc)
         print(f'experiment {exp.id}: {status}', flush=True)
         capture(f'http://localhost:{exp.port}/{args.page}', out, args.width, args.height)
         print(f'saved {out}')

@@ -1,5 +1,7 @@
-"""The pieces of the nnictl end-to-end tests (tests/test_nnictl.py, tests/test_remote.py): a tiny config made from an
-example YAML, an :class:`Experiment` (``nnictl create`` / ``stop`` in a temporary ``$HOME``) and the NNI REST API.
+"""The nnictl harness of the end-to-end tests (tests/test_nnictl.py, tests/test_remote.py) and of
+scripts/screenshot_webui.py: a tiny config made from an example YAML, an :class:`Experiment` (``nnictl create`` /
+``stop`` in a temporary ``$HOME``) and the NNI REST API. It does not import pytest, so that the script runs without
+it: a failure raises :class:`ExperimentError`.
 """
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +27,10 @@ TINY_ARGS = ('--preset tiny --subset 64 --width 4 --cells 3 --limit-train-batche
 # NNI gives its manager ~4 s and its tuner process 10 s to start; on a loaded machine they may not make it. When we
 # may (root), nnictl and so the manager and tuner run at a raised priority, and the trials drop back to the usual.
 BOOST = 10 if hasattr(os, 'geteuid') and os.geteuid() == 0 else 0
+
+
+class ExperimentError(RuntimeError):
+    """An experiment did not start, or did not end in time; the message says what NNI reported."""
 
 
 def _boost() -> None:
@@ -100,7 +105,7 @@ class Experiment:
                 break
             self.stop()
             self.id, self.port = None, free_port()
-        pytest.fail(problem)
+        raise ExperimentError(problem)
 
     def _create_once(self) -> str:
         self._create = subprocess.Popen([*self.nnictl, 'create', '--config', str(self.config), '--port',
@@ -189,7 +194,8 @@ def wait_done(port: int, timeout: float) -> str:
                 return status['status']
         time.sleep(2)
     trials = _get(port, 'trial-jobs')
-    pytest.fail(f'experiment not DONE after {timeout:.0f} s: {status}; trials {trials}')
+    raise ExperimentError(f'experiment not DONE after {timeout:.0f} s: {status}; trials {trials}')
+
 
 def trial_dir(trial: Dict[str, Any]) -> Path:
     return Path(trial['logPath'].replace('file://localhost:', ''))

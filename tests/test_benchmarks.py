@@ -41,7 +41,7 @@ def test_smoke_run_writes_every_field_and_the_table(tmp_path):
     assert (tmp_path / 'results_growth.png').stat().st_size > 0
     stages = results['sections']['memory']['configs']
     assert stages['pdarts_stage1']['median'] > 0 and stages['pdarts_stage2']['median'] is None  # RSS: n/a, not 0
-    # the tiny preset's commands, timed as a user runs them (issue 22)
+    # the tiny preset's commands, timed as a user runs them
     tiny = results['sections']['tiny']
     assert list(tiny['runs']) == ['search darts', 'search pdarts', 'search pcdarts', 'train']
     assert all(run['seconds'] > 0 for run in tiny['runs'].values()) and tiny['smoke'] is True

@@ -130,9 +130,9 @@ def test_unrolled_relu_maxpool_direction():
 def test_order2_differs_from_order1_beyond_fd_error():
     """The second-order term is visible above the estimator's error.
 
-    Seed 2 is the case with the smallest correction among those measured (‖g₂ − g₁‖/‖g₁‖ = 4.2e-2),, so the bound 1e-2 leaves a factor-4 margin; FD vs exact
-    is 1.6e-6 there, four orders of magnitude below. A mis-scaled HVP (e.g. ``/ 2 * ε``) makes g₂ ≈ g₁
-    and fails the first assertion of this test and the tolerance of the previous one.
+    Seed 2 is the case with the smallest correction among those measured (‖g₂ − g₁‖/‖g₁‖ = 4.2e-2), so the bound
+    1e-2 leaves a factor-4 margin; FD vs exact is 1.6e-6 there, four orders of magnitude below. A mis-scaled HVP
+    (e.g. ``/ 2 * ε``) makes g₂ ≈ g₁ and fails the first assertion of this test and the tolerance of the previous one.
     """
     model, weights, train_loss, val_loss, data = make_case(smooth=True, seed=2)
     ref = unrolled_reference(model, data, XI)

@@ -1,4 +1,4 @@
-"""The command line (issue 14.3): fast and quiet start, options generated from the settings dataclasses,
+"""The command line: fast and quiet start, options generated from the settings dataclasses,
 ``--config`` / ``--print-config``, every older flag, an explicit ``--dataset`` over a preset, plain logs off a tty."""
 import dataclasses
 import os
@@ -66,8 +66,9 @@ def test_every_older_search_flag_still_works():
 
 
 def test_every_dataclass_field_is_an_option():
-    from nni_darts_ext.retrain import RetrainConfig, TrainCommand
-    for command, classes in (('search', [SearchSettings]), ('train', [TrainCommand, RetrainConfig])):
+    from nni_darts_ext.app.train_command import TrainCommand
+    from nni_darts_ext.settings import RetrainSettings
+    for command, classes in (('search', [SearchSettings]), ('train', [TrainCommand, RetrainSettings])):
         parser = build_parser(command)
         sub = parser._subparsers._group_actions[0].choices[command]
         dests = {a.dest for a in sub._actions}
@@ -80,7 +81,7 @@ def test_explicit_dataset_wins_over_the_preset():
     assert SearchSettings(preset='tiny').resolved().dataset == 'digits'
     assert SearchSettings(dataset='fashion-mnist', preset='tiny').resolved().dataset == 'fashion-mnist'
     assert parse_search(['--dataset', 'fashion-mnist', '--preset', 'tiny']).resolved().dataset == 'fashion-mnist'
-    assert SearchSettings().resolved().dataset == 'cifar10'  # the reference preset: the papers' data (issue 22)
+    assert SearchSettings().resolved().dataset == 'cifar10'  # the reference preset: the papers' data
 
 
 def test_config_file_then_command_line_and_print_config_round_trip(tmp_path, capsys):
@@ -158,7 +159,7 @@ def test_examples_writes_the_shipped_nnictl_configs_and_the_line_to_run(tmp_path
 
 
 def test_help_and_first_log_line_say_what_each_preset_costs(capsys):
-    """Issue 22: --help gives every preset's expected wall time (2 CPU cores, one GPU); the default, reference, says
+    """--help gives every preset's expected wall time (2 CPU cores, one GPU); the default, reference, says
     at start that it is the GPU-scale setting."""
     from nni_darts_ext.search import PRESET_COST, preset_cost_line
     for command in ('search', 'train'):
@@ -173,3 +174,18 @@ def test_help_and_first_log_line_say_what_each_preset_costs(capsys):
         f"preset reference: {PRESET_COST['search']['reference']}; this is the papers' GPU-scale setting (the "
         'default): --preset cpu runs in minutes on a CPU, --preset tiny in seconds')
     assert preset_cost_line('train', 'small').startswith('preset cpu: about 5 min on 2 idle CPU cores')
+
+
+def test_num_cells_spellings_reach_the_same_setting(tmp_path):
+    """``num_cells`` (DartsCellSpace's name) and the older ``cells`` / ``layers`` set one field, on the command line,
+    in a config file and as an nnictl parameter; ``--num-cell-nodes`` is ``--nodes``."""
+    from nni_darts_ext.app.train_command import train_settings
+    from nni_darts_ext.trial import settings_from_params
+    assert parse_search(['--num-cells', '4']).cells == parse_search(['--cells', '4']).cells == 4
+    assert parse_search(['--layers', '6', '--num-cell-nodes', '3']).nodes == 3
+    config = tmp_path / 'search.yaml'
+    config.write_text(yaml.safe_dump({'num_cells': 7}))
+    assert parse_search(['--config', str(config)]).cells == 7
+    assert settings_from_params(SearchSettings(preset='tiny'), {'num_cells': 2}).cells == 2
+    _, recipe, _ = train_settings(build_parser().parse_args(['train', '--genotype', 'DARTS_V2', '--num-cells', '5']))
+    assert recipe['cells'] == 5

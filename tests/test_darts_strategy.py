@@ -208,7 +208,7 @@ def test_cli_search(tmp_path, caplog):
     assert main(['search', '--preset', 'tiny', '--order', '2', '--limit-train-batches', '2', '--out', str(out),
                  '--no-progress-bar']) == 0
     ours = [r.getMessage() for r in caplog.records if r.name.startswith('nni_darts_ext')]
-    assert ours[0].startswith('preset tiny: seconds: 10-20 s on 2 idle CPU cores'), ours[:3]  # issue 22
+    assert ours[0].startswith('preset tiny: seconds: 10-20 s on 2 idle CPU cores'), ours[:3]
     arch = json.loads((out / 'arch.json').read_text())
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['strategy'] == 'darts' and summary['order'] == 2 and summary['genotype']

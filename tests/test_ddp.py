@@ -1,4 +1,4 @@
-"""Issue #13: one search on 2 CPU processes (Lightning DDP, gloo), for every strategy.
+"""One search on 2 CPU processes (Lightning DDP, gloo), for every strategy (docs/distributed.md).
 
 All runs start at once (module fixture), each ``python tests/_ddp_search.py`` under Lightning's ``ddp`` launcher.
 The driver's :class:`~nni_darts_ext.callbacks.DataParallelSyncCheck` all-gathers α/β and the weights after every

@@ -1,4 +1,4 @@
-"""CIFAR-10 for the reference preset (issue 22): torchvision's real download path (prepare-data --download, search
+"""CIFAR-10 for the reference preset: torchvision's real download path (prepare-data --download, search
 --download) against a local HTTP server on 127.0.0.1 serving a generated CIFAR-10-format tarball; the offline error
 names --data-dir and the download command. Only the class attributes that name the file (url, MD5s) are patched."""
 from __future__ import annotations

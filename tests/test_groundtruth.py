@@ -1,4 +1,4 @@
-"""The ground-truth table (issue 19): canonicalisation, query, build, resume, the NNI evaluator and baselines."""
+"""The ground-truth table (docs/groundtruth.md): canonicalisation, query, build, resume, the NNI evaluator and baselines."""
 import gzip
 import json
 import os

@@ -1,4 +1,4 @@
-"""NNI hub interop (issue 14.1): the arch format of ``nni.nas.hub.pytorch.DARTS`` <-> ours, through the genotype."""
+"""NNI hub interop: the arch format of ``nni.nas.hub.pytorch.DARTS`` <-> ours, through the genotype."""
 import ast
 import inspect
 import json

@@ -1,4 +1,4 @@
-"""DARTS (order 1 and 2), PC-DARTS and P-DARTS on NNI's NAS-Bench-201 space (issue 19, point 3): one short search
+"""DARTS (order 1 and 2), PC-DARTS and P-DARTS on NNI's NAS-Bench-201 space (docs/groundtruth.md): one short search
 each through NasExperiment, an exported arch that the ground-truth space freezes, PC-DARTS' C/K ops, P-DARTS' pruning
 and M limit."""
 import pytest

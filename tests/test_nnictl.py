@@ -1,4 +1,4 @@
-"""nnictl end to end: a real NNI 3.0 experiment whose trials run our one-shot search (issue #6).
+"""nnictl end to end: a real NNI 3.0 experiment whose trials run our one-shot search (docs/nnictl.md).
 
 Each experiment runs in a temporary folder: ``experimentWorkingDirectory`` and ``$HOME`` (so nnictl's manifest
 ``~/nni-experiments/.experiment`` too) point there; the experiment is stopped in a ``finally`` whatever happens.
@@ -123,7 +123,7 @@ def test_nnictl_bad_parameter_fails_the_trial_with_its_reason(experiments):
 
 @pytest.mark.slow
 def test_nnictl_from_a_pip_installed_package(tmp_path_factory):
-    """The pip user's path (issue 22): in a venv the wheel was pip-installed into, ``nnictl --help`` prints no
+    """The pip user's path (docs/nnictl.md): in a venv the wheel was pip-installed into, ``nnictl --help`` prints no
     warning, ``python -m nni_darts_ext examples --out exp`` writes the shipped YAMLs, and ``nnictl create`` with the
     written pcdarts.yml (tiny preset) runs a trial to SUCCEEDED with that venv's ``python`` and installed package."""
     from _wheel import clean_env, installed_venv

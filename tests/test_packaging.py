@@ -1,4 +1,4 @@
-"""Packaging (issue 14.2): the wheel builds from pyproject.toml, installs into a fresh venv with constraints.txt and
+"""Packaging: the wheel builds from pyproject.toml, installs into a fresh venv with constraints.txt and
 runs from outside the repository; the metadata declares every third-party import of the package."""
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_every_third_party_import_is_declared():
             if line and not line.startswith('#')}
     assert declared <= {p.replace('_', '-') for p in pins} | pins
     assert not any('==' in r for r in meta['dependencies']), 'exact pins belong in constraints.txt'
-    # nnictl imports pkg_resources: a plain install must bring a setuptools that has it and does not warn (issue 22)
+    # nnictl imports pkg_resources: a plain install must bring a setuptools that has it and does not warn
     assert 'setuptools>=77.0.3,<80.9' in meta['dependencies']
     assert meta['optional-dependencies']['nnictl'] == ['setuptools>=77.0.3,<80.9']  # the old extra still installs
     assert 'setuptools==80.8.0' in (ROOT / 'constraints.txt').read_text().splitlines()
@@ -60,7 +60,7 @@ def test_wheel_installs_into_a_fresh_venv_and_searches_outside_the_repo(tmp_path
         names = z.namelist()
     assert any(n.endswith('licenses/LICENSE') for n in names) and any(n.endswith('licenses/NOTICE') for n in names)
     assert not any(n.startswith('tests/') for n in names)
-    # the nnictl configs ship inside the package; the metadata says where the project lives (issue 22)
+    # the nnictl configs ship inside the package; the metadata says where the project lives
     assert {f'nni_darts_ext/examples/{n}.yml' for n in ('darts', 'pdarts', 'pcdarts')} <= set(names)
     with zipfile.ZipFile(wheel) as z:
         metadata = z.read(next(n for n in names if n.endswith('.dist-info/METADATA'))).decode()
@@ -87,7 +87,7 @@ def test_wheel_installs_into_a_fresh_venv_and_searches_outside_the_repo(tmp_path
 
 
 def test_setup_py_shim_reads_pyproject(tmp_path):
-    """setup.py is the standard shim (issue 22): pyproject.toml stays the only place of the metadata."""
+    """setup.py is the standard shim: pyproject.toml stays the only place of the metadata."""
     text = (ROOT / 'setup.py').read_text()
     assert [line for line in text.splitlines() if line and not line.startswith('#')] == [
         'from setuptools import setup', 'setup()']

@@ -248,7 +248,7 @@ def test_cli_search_pdarts(tmp_path, one_thread, caplog):
     assert summary['strategy'] == 'pdarts' and summary['normal_skip_connects'] <= 1
     stages = summary['pdarts']['stages']
     assert [(s['supernet_cells'], s['num_ops']) for s in stages] == [(3, 8), (4, 5), (5, 3)]
-    # issue 22: one short log line per stage; the surviving ops of every edge are in summary.json only
+    # one short log line per stage; the surviving ops of every edge are in summary.json only
     kept = [r.getMessage() for r in caplog.records if 'kept' in r.getMessage()]
     assert kept == ['P-DARTS stage 1: kept 5 ops per edge on 28 edges for stage 2 (the ops: pdarts.stages[0].kept_ops '
                     'in summary.json)', 'P-DARTS stage 2: kept 3 ops per edge on 28 edges for stage 3 (the ops: '

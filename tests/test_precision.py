@@ -46,7 +46,7 @@ def test_trainer_kwargs_and_validation():
 
 def test_cli_device_flags_reach_the_settings():
     from nni_darts_ext.cli import search_settings
-    from nni_darts_ext.retrain import train_settings
+    from nni_darts_ext.app.train_command import train_settings
     args = build_parser().parse_args(['search', '--accelerator', 'cpu', '--devices', '1', '--precision',
                                       'bf16-mixed', '--compile'])
     settings, _ = search_settings(args)

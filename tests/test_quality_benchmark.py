@@ -1,4 +1,4 @@
-"""The quality benchmark's smoke run (issue #10): every strategy searched with two seeds, random and published cells
+"""The quality benchmark's smoke run (benchmarks/quality.py): every strategy searched with two seeds, random and published cells
 retrained with one recipe, every field of quality.json written, the plots drawn (values not checked)."""
 import importlib.util
 import json

@@ -1,4 +1,4 @@
-"""Quiet library use (issue 22): a NasExperiment with our strategy prints none of the known third-party lines, our
+"""Quiet library use: a NasExperiment with our strategy prints none of the known third-party lines, our
 recipe warning points at the user's line, and an impossible PC-DARTS warm-up is one error naming both numbers."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""NNI's ``remote`` training service end to end (issue #13): examples/remote.yml over SSH to this machine.
+"""NNI's ``remote`` training service end to end (docs/nnictl.md): examples/remote.yml over SSH to this machine.
 
 A throwaway ``sshd`` (Debian ``openssh-server``; ``scripts/bootstrap.sh`` installs it as root) listens on a free port
 of 127.0.0.1 with a throwaway ed25519 key; a 2-trial tiny search made from examples/remote.yml runs through it to

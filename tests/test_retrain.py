@@ -216,7 +216,7 @@ def test_test_accuracy_is_correct_images_over_all_images():
 
 
 def test_train_takes_the_search_presets_and_the_search_folders_dataset(tmp_path, caplog, capsys):
-    """Issue 22: train's presets are search's (cpu, with small kept as its alias); an arch from a search folder is
+    """train's presets are search's (cpu, with small kept as its alias); an arch from a search folder is
     retrained on that search's dataset unless --dataset is given, and the log says so."""
     from nni_darts_ext.retrain import PRESETS, resolve_dataset
     from nni_darts_ext.space.genotype import save_arch
@@ -241,7 +241,7 @@ def test_train_takes_the_search_presets_and_the_search_folders_dataset(tmp_path,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         result = retrain(search, None, tmp_path / 'train', **{**FAST, 'preset': 'cpu', 'cells': 3})
-    # no Lightning warning about our hooks beside the data module's (issue 22)
+    # no Lightning warning about our hooks beside the data module's
     assert not [w for w in caught if 'on_after_batch_transfer' in str(w.message)], [str(w.message) for w in caught]
     assert result.dataset == 'digits'
     ours = [r.getMessage() for r in caplog.records if r.name.startswith('nni_darts_ext')]

@@ -1,4 +1,4 @@
-"""Issue #13: ``retrain_epochs`` — a trial metric worth tuning (the derived net's held-out accuracy), and the
+"""``retrain_epochs`` — a trial metric worth tuning (the derived net's held-out accuracy), and the
 data-parallel Trainer arguments of the search settings."""
 import pytest
 
@@ -12,7 +12,7 @@ def test_retrain_epochs_reports_the_derived_net_on_the_architecture_half(tmp_pat
 
     def no_test_set(*args, **kwargs):
         raise AssertionError('the test set must never be used to pick an architecture')
-    monkeypatch.setattr(data, 'test_set', no_test_set)  # DartsDataModule's test loader reads it
+    monkeypatch.setattr(data.datamodule, 'test_set', no_test_set)  # DartsDataModule's test loader reads it
     settings = SearchSettings(strategy='darts', preset='tiny', dataset='digits', width=4, cells=3, subset=128,
                               batch_size=16, epochs=1, warmup_epochs=0, limit_train_batches=2, progress_bar=False,
                               out=str(tmp_path / 'search'), retrain_epochs=1)

@@ -1,4 +1,5 @@
-"""Issue #20: β-decay, random smoothing, the exposed Hessian-vector product options and perturbation selection."""
+"""β-decay (Ye et al., CVPR 2022), random smoothing (SDARTS: Chen & Hsieh, ICML 2020), the exposed Hessian-vector
+product options and perturbation selection (DARTS-PT: Wang et al., ICLR 2021)."""
 import pytest
 import torch
 import torch.nn as nn

@@ -1,4 +1,4 @@
-"""One run per output folder, atomic result files, clean errors and the divergence guard (issue #12).
+"""One run per output folder, atomic result files, clean errors and the divergence guard (docs/reliability.md).
 
 Real tiny searches and trainings through the CLI's ``main``; every refused command must leave the folder as it was.
 """
@@ -51,7 +51,7 @@ def test_results_are_complete_and_readable(searched):
     assert set(summary['versions']) >= {'torch', 'nni', 'pytorch_lightning', 'nni_darts_ext'}
     assert summary['versions']['torch'] == torch.__version__.split('+')[0]
     for name in ('arch.json', 'genotype.txt', 'summary.json', 'summary.txt', 'checkpoints/last.ckpt'):
-        assert stat.S_IMODE((searched / name).stat().st_mode) == 0o644, name  # 0600 before issue #12
+        assert stat.S_IMODE((searched / name).stat().st_mode) == 0o644, name  # not 0600 (mkstemp's mode)
     assert not list(searched.rglob('*.tmp'))
     assert (searched / 'genotype.txt').read_text().strip() == summary['genotype']
 
@@ -185,7 +185,7 @@ def test_a_diverging_search_fails_with_the_documented_error(tmp_path, capsys, ca
     out = tmp_path / 'run'
     assert main([*SEARCH, '--limit-train-batches', '2', '--lr', '1e6', '--out', str(out)]) == 2
     err = capsys.readouterr().err
-    # one message (issue 22): not NNI's "Strategy failed to execute." above ours
+    # one message: not NNI's "Strategy failed to execute." above ours
     assert not [r for r in caplog.records if 'Strategy failed to execute' in r.getMessage()], caplog.text
     lines = [line for line in err.splitlines() if line.startswith('error:')]
     assert len(lines) == 1 and 'Traceback' not in err, err
@@ -231,3 +231,36 @@ def test_guard_names_a_bn_statistic_that_overflows_while_the_loss_is_finite(tmp_
     message = str(info.value)
     assert 'epoch 0, step 3' in message and 'BatchNorm running statistic body.1.running_var' in message
     assert 'Lower --lr (now 0.01)' in message
+
+
+def test_run_skeleton_status_and_resume_check(tmp_path):
+    """The run skeleton's summary.json goes running -> failed (with the error, the original raised again, or the
+    explained one from it) and running -> finished (results, the run's fields, complete or not); a resume with a
+    changed setting is refused naming it, a free one is not."""
+    from nni_darts_ext.rundir import RunFolderError
+    from nni_darts_ext.runner import RunStatus, refuse_changed_settings
+
+    status = RunStatus(tmp_path, seed=3, settings={'lr': 0.1})
+    status.running(extra=1)
+    saved = json.loads((tmp_path / 'summary.json').read_text())
+    assert (saved['status'], saved['seed'], saved['extra'], saved['finished']) == ('running', 3, 1, False)
+    assert 'torch' in saved['versions']
+    explained = ValueError('the loss diverged: lower --lr')
+    with pytest.raises(ValueError, match='diverged') as caught:
+        with status.failures(explain=lambda err: explained, describe=str):
+            raise FloatingPointError('nan')
+    assert caught.value is explained and isinstance(caught.value.__cause__, FloatingPointError)
+    saved = json.loads((tmp_path / 'summary.json').read_text())
+    assert (saved['status'], saved['error']) == ('failed', 'the loss diverged: lower --lr')
+    assert (tmp_path / 'summary.txt').read_text() == 'FAILED: the loss diverged: lower --lr\n'
+    with pytest.raises(KeyboardInterrupt):
+        with status.failures():
+            raise KeyboardInterrupt
+    assert json.loads((tmp_path / 'summary.json').read_text())['error'] == 'interrupted'
+    status.finished({'acc': 0.5, 'seed': 99}, 'done\n', complete=False, history=[1])
+    saved = json.loads((tmp_path / 'summary.json').read_text())
+    assert (saved['status'], saved['finished'], saved['acc'], saved['seed'], saved['history']) == \
+        ('finished', False, 0.5, 3, [1])
+    refuse_changed_settings({'lr': 0.1, 'out': 'a'}, {'lr': 0.1, 'out': 'b'}, ('out',), tmp_path, 'search')
+    with pytest.raises(RunFolderError, match=r"lr=0\.1 \(now 0\.2\).*--overwrite to start a new search"):
+        refuse_changed_settings({'lr': 0.1}, {'lr': 0.2}, ('out',), tmp_path, 'search')

@@ -1,4 +1,4 @@
-"""Issue #10: how decided a search is, the same random masks in every pass of an unrolled α step, search
+"""How decided a search is, the same random masks in every pass of an unrolled α step, search
 augmentation, the strategies' weight recipes and the α learning rate of short searches."""
 import math
 
@@ -37,7 +37,7 @@ def test_uniform_alpha_is_reported_undecided():
 
 
 def test_decided_alpha_of_a_supernet_at_chance_is_not_called_meaningful():
-    """Issue 22: "α is decided." is not printed after a supernet validation accuracy at chance level."""
+    """"α is decided." is not printed after a supernet validation accuracy at chance level."""
     one_hot = {f'normal/node{j}/edge{i}': dict(UNIFORM, none=0.0, sep_conv_3x3=0.93)
                for j in range(2, 4) for i in range(j)}
     s = decision_summary(one_hot)['normal']

@@ -21,6 +21,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..rundir import read_jsonl
 from .recipe import GroundTruthRecipe, load_data, train_cell
 from .space import all_archs, arch_from_string, canonical_key, edge_label, EDGES
 from .table import GroundTruthTable
@@ -88,17 +89,6 @@ def _journal_path(table: Path) -> Path:
     return table.with_name(table.name + ".journal.jsonl")
 
 
-def _read_journal(path: Path) -> List[Dict[str, Any]]:
-    out = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # the half-written last line of a killed build
-                continue
-    return out
-
-
 def build_table(table_path: str | os.PathLike[str], *, num_cells: int = 500, seeds: Sequence[int] = (0, 1),
                 workers: int = 2, recipe: Optional[GroundTruthRecipe] = None, draw_seed: int = 0,
                 save_every: int = 20, max_runs: Optional[int] = None, progress: bool = True,
@@ -118,7 +108,7 @@ def build_table(table_path: str | os.PathLike[str], *, num_cells: int = 500, see
                              f" pass another --table path for another recipe")
     else:
         table = GroundTruthTable(meta={"recipe": recipe.to_dict(), "wall_seconds": 0.0, "runs_seconds": 0.0})
-    for entry in _read_journal(journal):
+    for entry in read_jsonl(journal):
         table.add(entry["arch"], [entry["result"]])
     plan = planned_cells(num_cells, draw_seed)
     todo = []

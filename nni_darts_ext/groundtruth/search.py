@@ -41,7 +41,7 @@ class GroundTruthSearchRecipe:
     def arc_learning_rate(self, strategy: str, images: int) -> float:
         """α's Adam lr by the cpu preset's rule: the short-search α budget over this run's α steps, clamped to
         [the strategy's reference lr, 0.3]."""
-        from ..search import MAX_SCALED_ARC_LR, REFERENCE_ARC_LR, SHORT_SEARCH_ARC_BUDGET
+        from ..settings import MAX_SCALED_ARC_LR, REFERENCE_ARC_LR, SHORT_SEARCH_ARC_BUDGET
 
         steps = max(1, self.epochs - self.warmup_epochs) * max(1, (images - images // 2) // self.batch_size)
         return float(min(MAX_SCALED_ARC_LR, max(REFERENCE_ARC_LR[strategy], SHORT_SEARCH_ARC_BUDGET / steps)))

@@ -21,30 +21,12 @@ import torch
 import torch.nn as nn
 from pytorch_lightning.plugins.layer_sync import LayerSync
 
+from ..ranks import is_rank_zero, rank, world_size  # noqa: F401 -- their home; importable here as before
+
 __all__ = ['world_size', 'rank', 'is_rank_zero', 'all_reduce_mean', 'gradient_all_reduce', 'broadcast_int',
            'arch_parameter_names', 'CpuSyncBatchNorm', 'convert_cpu_sync_batchnorm', 'CpuSyncBatchNormPlugin']
 
 AllReduce = Callable[[List[torch.Tensor]], List[torch.Tensor]]
-
-
-def _dist_ready() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def world_size() -> int:
-    return torch.distributed.get_world_size() if _dist_ready() else 1
-
-
-def rank() -> int:
-    """Global rank: the process group's, else Lightning's (set before the group exists), else 0."""
-    if _dist_ready():
-        return torch.distributed.get_rank()
-    from pytorch_lightning.utilities import rank_zero_only
-    return int(getattr(rank_zero_only, 'rank', 0) or 0)
-
-
-def is_rank_zero() -> bool:
-    return rank() == 0
 
 
 def all_reduce_mean(tensors: Sequence[torch.Tensor]) -> List[torch.Tensor]:

@@ -304,10 +304,8 @@ def unrolled_hypergradient(
 
     Mixed precision: the two finite-difference passes at w ± εv always run in float32 (autocast is
     switched off for them), because their difference, of order ε‖v‖ = 0.01, drowns in bf16
-    rounding. Measured on the tiny test supernet with ξ = 0.1 (PC-DARTS' lr) under bf16 autocast on
-    CPU: cosine(finite difference, exact float32 hypergradient) 0.985 with those passes in bf16,
-    0.996 in float32, the same as the exact double-backward hypergradient under bf16 (0.996;
-    ``tests/test_precision.py``). The other two passes follow the caller's autocast.
+    rounding (measured: README, "Correctness checks worth knowing"; ``tests/test_precision.py``). The
+    other two passes follow the caller's autocast.
     Extra memory: one copy of the weights (the backup), no copy of the model.
     """
     weights = _as_list(weights)

@@ -246,7 +246,7 @@ class TTSA:
         self.k = 0
 
     def step_sizes(self, k: int) -> tuple[float, float]:
-        """Return ``(α_k, β_k)``: the upper-level (slow) and lower-level (fast) step sizes."""
+        """``(α_k, β_k)``: the upper-level (slow) and lower-level (fast) step sizes."""
         if callable(self.schedule):
             a, b = self.schedule(k)
             return float(a), float(b)

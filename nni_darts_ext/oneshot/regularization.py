@@ -1,4 +1,4 @@
-"""Two regularisers of the DARTS search against collapse (issue #20), as pure functions and one context manager.
+"""Two regularisers of the DARTS search against collapse, as pure functions and one context manager.
 
 - **β-decay** (Ye et al., "β-DARTS: Beta-Decay Regularization for Differentiable Architecture Search", CVPR 2022;
   Sunshine-Ye/Beta-DARTS ``Architect.mlc_loss``): the architecture loss gains

@@ -118,7 +118,7 @@ class DartsStrategy(DARTS):
         self._dataloader_fns = (train_dataloader_fn, val_dataloader_fn)  # for the perturbation selection
         return val_dataloader_fn()
 
-    # --- architecture selection (issue #20) ---------------------------------------------------------------------------
+    # --- architecture selection (DARTS-PT: Wang et al., ICLR 2021, Alg. 1) --------------------------------------------
     def _run(self) -> None:
         super()._run()
         if self.select == 'perturbation':

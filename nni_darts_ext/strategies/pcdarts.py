@@ -127,7 +127,7 @@ class PcDartsStrategy(DartsStrategy):
     def mutate_evaluator(self, evaluator):
         max_epochs = getattr(getattr(evaluator, 'trainer', None), 'max_epochs', None)
         if isinstance(max_epochs, int) and 0 < max_epochs <= self.config.warmup_epochs:
-            # an error, not a warning before a random export (issue 22)
+            # an error, not a warning before a random export
             raise ValueError(f'PcDartsStrategy: warmup_epochs={self.config.warmup_epochs} >= the evaluator\'s '
                              f'max_epochs={max_epochs}, so α and β would never be trained and the export would be '
                              f'random; pass warmup_epochs < max_epochs (e.g. PcDartsStrategy(warmup_epochs='

@@ -7,7 +7,7 @@ import json
 import random
 import sys
 
-from .table import DEFAULT_TABLE
+from ..groundtruth.table import DEFAULT_TABLE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _parse_arch(text: str) -> dict:
     from pathlib import Path
 
-    from .space import arch_from_string
+    from ..groundtruth.space import arch_from_string
 
     if text.lstrip().startswith("|"):
         return arch_from_string(text)
@@ -47,10 +47,10 @@ def _parse_arch(text: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .table import GroundTruthTable
+    from ..groundtruth.table import GroundTruthTable
 
     if args.action == "build":
-        from .build import build_table
+        from ..groundtruth.build import build_table
 
         table = build_table(args.table, num_cells=args.cells, seeds=tuple(range(args.seeds)), workers=args.workers,
                             max_runs=args.max_runs, progress=sys.stderr.isatty(), data_root=args.data_dir)
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 def _self_check(table, count: int, seed: int) -> int:
     """Re-train ``count`` random entries with the recorded recipe and seeds; each new accuracy must lie within the
     recorded seed spread (min - max over seeds, widened by the table's mean seed std)."""
-    from .recipe import GroundTruthRecipe, load_data, train_cell
+    from ..groundtruth.recipe import GroundTruthRecipe, load_data, train_cell
 
     recipe = GroundTruthRecipe(**table.meta["recipe"])
     data = load_data(recipe)
