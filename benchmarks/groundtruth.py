@@ -351,6 +351,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         result['strategies'] = {**old.get('strategies', {}), **result['strategies']}
         if not baselines:
             result['baselines'], result['budget_seconds'] = old.get('baselines', {}), old.get('budget_seconds')
+            result['pictures'] = old.get('pictures', {})
     result['adopted'] = adoption(result['strategies'])
     path.write_text(json.dumps(result, indent=1))
     print(table_markdown(result) if result['baselines'] else json.dumps(strategies, indent=1))

@@ -88,3 +88,27 @@ def test_some_step_configurations_only(tmp_path):
     proc = subprocess.run([sys.executable, '-m', 'benchmarks', '--configs', 'order3', 'speed'], cwd=str(ROOT),
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unknown configuration(s) ['order3']" in proc.stderr
+
+
+@pytest.mark.slow
+def test_collapse_smoke_writes_the_cells_counts_and_the_table(tmp_path):
+    """``benchmarks/collapse.py --smoke`` (issue 20's DARTS-space collapse check), two variants: every field of
+    collapse.json, the counts agree with the genotypes, and a rerun only reads the cache."""
+    from nni_darts_ext import arch_to_genotype
+    out = tmp_path / 'collapse.json'
+    args = ('benchmarks/collapse.py', '--smoke', '--variants', 'darts_order1', 'pcdarts+beta', '--out', str(out),
+            '--runs-dir', str(tmp_path / 'runs'))
+    proc = _run(*args)
+    result = json.loads(out.read_text())
+    for key in ('date', 'commit', 'device', 'size', 'seeds', 'collapse_rule', 'variants', 'runs', 'table'):
+        assert key in result, key
+    assert result['preset'] == 'smoke' and list(result['variants']) == ['darts_order1', 'pcdarts+beta']
+    for runs in result['runs'].values():
+        assert [r['seed'] for r in runs] == result['seeds']
+        for r in runs:
+            normal = [op for op, _ in arch_to_genotype(r['arch']).normal]
+            free = sum(op in ('skip_connect', 'max_pool_3x3', 'avg_pool_3x3', 'none') for op in normal)
+            assert r['normal']['edges'] == r['reduce']['edges'] == 8 and r['normal']['parameter_free'] == free
+            assert r['collapsed'] == (free >= 6) and r['seconds'] > 0
+    assert '| pcdarts+beta | 1 |' in proc.stdout and (tmp_path / 'collapse_runs.jsonl').exists()
+    assert 'collapse: darts_order1 seed 0...' not in _run(*args).stdout  # cached
