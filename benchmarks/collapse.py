@@ -40,7 +40,8 @@ if __package__ in (None, ''):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._measure import device_name, git_commit, shown_path  # noqa: E402
-from benchmarks.groundtruth import OPTION_KWARGS, _load_runs  # noqa: E402
+from benchmarks.groundtruth import OPTION_KWARGS  # noqa: E402
+from nni_darts_ext.rundir import read_jsonl  # noqa: E402
 from benchmarks.quality import STRATEGIES, _quiet_worker  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / 'results'
@@ -124,7 +125,7 @@ def run(preset_name: str, out: Path, runs_dir: Path, keys: Optional[List[str]] =
     keys = keys or variants()
     cache = out.parent / (out.stem + '_runs.jsonl')
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = {(r['key'], r['seed']): r for r in _load_runs(cache) if r.get('size') == size}
+    done = {(r['key'], r['seed']): r for r in read_jsonl(cache) if r.get('size') == size}
     start = time.perf_counter()
     for key in keys:
         for seed in preset['seeds']:
