@@ -16,10 +16,15 @@ gives the mean parameter-free count, so a drift towards collapse shows before th
 Size (``full``): the ``tiny`` preset (digits 8x8, C=8, 3 cells; P-DARTS 3 -> 4 -> 5 cells, 8 -> 5 -> 3 ops) with
 512 images (256 for w, 256 for α, batch 32: 8 steps per epoch) and 6 epochs (2 weight-only; P-DARTS: 6 per
 stage), so that α trains for 32 steps (P-DARTS 32 per stage) and the cells are decided (``decision`` per run;
-the presets' α-lr scaling applies). One thread; 32 searches in about 25 CPU minutes on this 2-core machine
-(``cpu`` preset: hours). ``--smoke``: seconds, 1 seed, 1 batch per epoch (values meaningless).
+the presets' α-lr scaling applies). One thread; the 32 searches took 29 CPU minutes on a shared 2-core machine
+(2026-12-06: 1,741 s, of which 1,074 s the eight ``+pt`` searches, whose perturbation selection costs 90-170 s
+at the library's defaults ``select_batches=10``, ``select_tune_steps=10``; the others 15-48 s each; the ``cpu``
+preset would take hours). ``--smoke``: seconds, 1 seed, 1 batch per epoch (values meaningless).
 
-    python benchmarks/collapse.py            # 32 searches, ~25 CPU min
+β-decay keeps α near uniform by design, so its searches end "undecided" (``decision``) at this size: their cells
+are closer to random draws than the others'.
+
+    python benchmarks/collapse.py            # 32 searches, ~30 CPU min
     python benchmarks/collapse.py --smoke    # seconds (tests)
 
 Writes ``benchmarks/results/collapse.json`` (``--out``) and prints the markdown table. Finished searches are kept

@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ''):  # run as a script: this checkout's package, not an installed one (the venv may be shared)
+    sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / 'benchmarks' / 'results'
 FAITHFUL = ('darts_order1', 'darts_order2', 'pcdarts', 'pdarts')
 #: search recipes (the same for every strategy; only the P-DARTS stages split it, as the cpu preset does)
