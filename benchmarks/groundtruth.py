@@ -281,7 +281,8 @@ def pictures(result: Dict[str, Any], gt: GroundTruth, out_dir: Path) -> Dict[str
     traj = out_dir / 'groundtruth_trajectories.png'
     fig.savefig(traj, dpi=110)
     plt.close(fig)
-    return {'distribution': str(dist.relative_to(ROOT)), 'trajectories': str(traj.relative_to(ROOT))}
+    from benchmarks._measure import shown_path  # relative inside the repository, absolute outside it (--out)
+    return {'distribution': shown_path(dist), 'trajectories': shown_path(traj)}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
