@@ -43,7 +43,7 @@ __all__ = ['TrialParameterError', 'PARAM_ALIASES', 'settings_from_params', 'NniR
 
 _logger = logging.getLogger('nni_darts_ext.trial')
 
-#: Other spellings accepted for search-space keys (besides the :class:`~nni_darts_ext.search.SearchSettings` fields).
+#: Other spellings accepted for search-space keys (besides the :class:`~nni_darts_ext.settings.SearchSettings` fields).
 PARAM_ALIASES = {
     'lr': 'learning_rate', 'lr_min': 'learning_rate_min', 'arc_lr': 'arc_learning_rate', 'pc_k': 'k', 'K': 'k',
     'C': 'width', 'init_channels': 'width', 'layers': 'cells',
