@@ -12,18 +12,18 @@ A space without DARTS cells can declare its searched edges instead (``pdarts_edg
 :class:`~nni_darts_ext.groundtruth.space.NasBench201Grey`): every stage is then a fresh copy of the space at its own
 depth, the pruned ops are dropped from the mixed ops of the supernet (the space's cells are not changed), and the M
 limit counts the skip-connects over those edges, each edge keeping its strongest op.
+
+Which spaces qualify is checked by :mod:`.pdarts_space`; the per-stage records and the result are in
+:mod:`.pdarts_records`; the mixed ops and the search module of a stage in :mod:`nni_darts_ext.oneshot.pdarts`.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import gc
 import json
 import logging
-import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -36,80 +36,12 @@ from nni.nas.space import ModelStatus, RawFormatModelSpace
 from ..oneshot.pdarts import PDartsMixedLayer, PDartsSearchModule, PDartsStage, prune_edges
 from ..space.genotype import Genotype, arch_to_genotype, count_skips
 from .darts import DartsStrategy
+from .pdarts_records import PDartsResult, PDartsStageRecord
+from .pdarts_space import SPACE_REQUIREMENT, check_space, edge_candidates, is_edge_space
 
-__all__ = ['PDartsStrategy', 'PDartsStageRecord', 'PDartsResult']
+__all__ = ['PDartsStrategy', 'PDartsStageRecord', 'PDartsResult']  # the records: pdarts_records.py
 
 _logger = logging.getLogger(__name__)
-
-_EDGE = re.compile(r'^(normal|reduce)/node\d+/edge\d+$')
-_INPUTS = re.compile(r'^(normal|reduce)/node\d+/inputs$')
-
-_EDGE_SPACE_REQUIREMENT = (
-    'a space without DARTS cells must provide `pdarts_edges()` returning {<LayerChoice label>: [<op names>]} for every '
-    'choice of the space, and `recreate()` returning a fresh copy of itself, as nni_darts_ext.groundtruth.space.'
-    'NasBench201Grey does')
-
-_SPACE_REQUIREMENT = (
-    'PDartsStrategy re-creates the search space for every stage, deeper and with fewer ops per edge, so the space '
-    'must provide `recreate(num_cells=<int>, op_candidates={<edge label>: [<op names>]})` returning a new space of '
-    "the same kind, and DARTS cell labels ('normal/node2/edge0' for the ops, 'normal/node2/inputs' for the inputs "
-    'of a node), as nni_darts_ext.DartsCellSpace does')
-
-
-@dataclass
-class PDartsStageRecord:
-    """What one stage searched and found."""
-
-    stage: int                           # 1-based
-    num_cells: int                       # the requested depth
-    supernet_cells: Optional[int]        # the depth of the supernet that was trained (its `cells`)
-    num_ops: int
-    skip_dropout: float
-    epochs: int
-    ops: Dict[str, List[str]]            # the candidates every edge searched in this stage
-    probs: Dict[str, Dict[str, float]]   # softmax(α) per edge at the end of the stage
-    arch: Dict[str, Any]                 # the unrestricted DARTS derivation of this stage
-    genotype: Optional[Genotype]
-    normal_skips: Optional[int]
-    skip_dropout_schedule: List[Tuple[int, float]] = field(default_factory=list)  # (epoch, p) as applied
-    kept_ops: Optional[Dict[str, List[str]]] = None  # the ops that go on to the next stage (None after the last)
-    seconds: float = 0.0
-
-    def to_dict(self) -> Dict[str, Any]:
-        result = dataclasses.asdict(self)
-        result['genotype'] = None if self.genotype is None else self.genotype._asdict()
-        return result
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> 'PDartsStageRecord':
-        """The record of :meth:`to_dict` (read back from a stage file of a resumed search)."""
-        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if data.get('genotype') is not None:
-            data['genotype'] = Genotype(**data['genotype'])
-        data['skip_dropout_schedule'] = [tuple(x) for x in data.get('skip_dropout_schedule', [])]
-        return cls(**data)
-
-
-@dataclass
-class PDartsResult:
-    """The outcome of a P-DARTS search: per-stage records, the final arch (full-depth evaluation space), its genotype,
-    and the genotypes for every skip count of the normal cell from the unrestricted one down to 0."""
-
-    stages: List[PDartsStageRecord] = field(default_factory=list)
-    arch: Optional[Dict[str, Any]] = None
-    genotype: Optional[Genotype] = None
-    max_skip: Optional[int] = None
-    skip_genotypes: List[Tuple[int, Genotype]] = field(default_factory=list)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            'stages': [s.to_dict() for s in self.stages],
-            'arch': self.arch,
-            'genotype': None if self.genotype is None else self.genotype._asdict(),
-            'max_skip': self.max_skip,
-            'skip_genotypes': [{'skip_connects': k, 'genotype': g._asdict()} for k, g in self.skip_genotypes],
-        }
-
 
 def _per_stage(value: Any, name: str, num_stages: Optional[int], number: bool = False) -> Tuple[Any, ...]:
     """One value per stage: ints (``number=False``) or real numbers (``number=True``)."""
@@ -266,51 +198,12 @@ class PDartsStrategy(DartsStrategy):
         self._final_space = None
         return model_space
 
-    @staticmethod
-    def is_edge_space(space: Any) -> bool:
-        """Whether ``space`` declares its searched edges (``pdarts_edges()``, e.g. NAS-Bench-201) instead of DARTS
-        cells."""
-        return callable(getattr(space, 'pdarts_edges', None))
+    is_edge_space = staticmethod(is_edge_space)
 
     def check_space(self, space: Any) -> Dict[str, List[str]]:
-        """Raise one clear error unless ``space`` can be searched by P-DARTS; return its candidates per edge."""
-        if self.is_edge_space(space):
-            return self._check_edge_space(space)
-        if not callable(getattr(space, 'recreate', None)):
-            raise TypeError(f'{_SPACE_REQUIREMENT}; {type(space).__name__} has no recreate method.')
-        mutables = space.simplify()
-        odd = [label for label in mutables if not (_EDGE.match(label) or _INPUTS.match(label))]
-        if odd or not any(_EDGE.match(label) for label in mutables):
-            raise TypeError(f'{_SPACE_REQUIREMENT}; {type(space).__name__} has the label(s) '
-                            f'{odd[:5] or list(mutables)[:5]}.')
-        candidates = {label: list(m.values) for label, m in mutables.items() if _EDGE.match(label)}
-        counts = sorted({len(names) for names in candidates.values()})
-        if counts != [self.num_ops[0]]:
-            raise ValueError(f'PDartsStrategy: num_ops[0]={self.num_ops[0]} must equal the number of candidate ops '
-                             f'on every edge of the space, which has {counts[0] if len(counts) == 1 else counts}; '
-                             f'pass num_ops=({", ".join(map(str, [counts[-1], *self.num_ops[1:]]))}) or change '
-                             "the space's op_candidates.")
-        return candidates
-
-    def _check_edge_space(self, space: Any) -> Dict[str, List[str]]:
-        name = type(space).__name__
-        if self.cells is not None:
-            raise ValueError(f'PDartsStrategy: cells={list(self.cells)} cannot apply to {name}: it has no DARTS cells '
-                             'to deepen, every stage keeps its own depth; pass cells=None (one stage per num_ops).')
-        if not callable(getattr(space, 'recreate', None)):
-            raise TypeError(f'PDartsStrategy: {_EDGE_SPACE_REQUIREMENT}; {name} has no recreate method.')
-        edges = {label: list(names) for label, names in space.pdarts_edges().items()}
-        mutables = {label: list(m.values) for label, m in space.simplify().items()}
-        odd = sorted(set(mutables) - set(edges))
-        if odd or not edges or any(mutables.get(label) != names for label, names in edges.items()):
-            raise TypeError(f'PDartsStrategy: {_EDGE_SPACE_REQUIREMENT}; {name}.pdarts_edges() gives {edges} but its '
-                            f'choices are {mutables}.')
-        counts = sorted({len(names) for names in edges.values()})
-        if counts != [self.num_ops[0]]:
-            raise ValueError(f'PDartsStrategy: num_ops[0]={self.num_ops[0]} must equal the number of candidate ops '
-                             f'on every edge of the space, which has {counts[0] if len(counts) == 1 else counts}; '
-                             f'pass num_ops=({", ".join(map(str, [counts[-1], *self.num_ops[1:]]))}).')
-        return edges
+        """Raise one clear error unless ``space`` can be searched by P-DARTS with this strategy's ``num_ops`` and
+        ``cells``; return its candidates per edge (:func:`~nni_darts_ext.strategies.pdarts_space.check_space`)."""
+        return check_space(space, self.num_ops, self.cells)
 
     def _stage_depths(self, space: Any) -> Tuple[int, ...]:
         """The depth of every stage: ``cells``, or the space's own (``num_cells``) when ``cells`` is None."""
@@ -427,11 +320,11 @@ class PDartsStrategy(DartsStrategy):
                                    f'the candidates {built}, not the requested {candidates}.')
         else:
             space = user_space.recreate(num_cells=stage.num_cells, op_candidates=candidates)
-            built = {label: list(m.values) for label, m in space.simplify().items() if _EDGE.match(label)}
+            built = edge_candidates(space)
             if built != candidates or getattr(space, 'num_cells', stage.num_cells) != stage.num_cells:
                 raise RuntimeError(f'{type(user_space).__name__}.recreate(num_cells={stage.num_cells}, '
                                    'op_candidates=...) did not build the requested depth / candidates per edge. '
-                                   + _SPACE_REQUIREMENT + '.')
+                                   + SPACE_REQUIREMENT + '.')
             supernet = self.mutate_model(space)
         stage_evaluator = self.mutate_evaluator(self._fresh_evaluator(evaluator))
         self._mutated_model_space = RawFormatModelSpace(supernet, stage_evaluator)
