@@ -144,7 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             result['projected_gpu_hours'] = projected_hours(key.split('/')[0], result)
             times = ' / '.join(f'{f["step_time"]:.3f}' for f in result['fits'])
             print(f'{key:32s} {times} s/step, full search {result["projected_gpu_hours"]:.2f} GPU-hours', flush=True)
-        except Exception as err:  # a failed or timed-out configuration (e.g. compile) must not lose the others
+        except Exception as err:  # noqa: BLE001 -- a failed or timed-out configuration (compile) must not lose the others
             result = dict(spec=spec, error=f'{type(err).__name__}: {err}')
             print(f'{key:32s} FAILED {result["error"][-300:]}', flush=True)
         runs[key] = result

@@ -126,7 +126,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     result = run(args.size, args.repeats, args.warmup, args.threads, args.device)
     m = result['median_seconds']
-    print(f"{args.size} ({args.device}): α step (median of {args.repeats}) order 1 {m['order1']:.3f} s, order 2 finite difference "
+    print(f"{args.size} ({args.device}): α step (median of {args.repeats}) order 1 {m['order1']:.3f} s, "
+          f"order 2 finite difference "
           f"{m['order2_fd']:.3f} s, order 2 exact {m['order2_exact']:.3f} s; exact / finite difference = "
           f"{result['ratio_exact_vs_finite_difference']:.2f}, finite difference / order 1 = "
           f"{result['ratio_finite_difference_vs_order1']:.2f}; cosine(exact, finite difference) = "

@@ -65,7 +65,7 @@ def run_config(strategy_name: str, memory_format: str, args) -> dict:
            '--steps', str(args.steps), '--k', str(args.k), '--threads', str(args.threads), '--width', str(args.width),
            '--cells', str(args.cells), '--batch', str(args.batch), '--image', str(args.image)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    line = [l for l in out.stdout.splitlines() if l.startswith('RESULT ')][-1]
+    line = [text for text in out.stdout.splitlines() if text.startswith('RESULT ')][-1]
     return json.loads(line[len('RESULT '):])
 
 
@@ -84,8 +84,8 @@ def main(argv=None) -> int:
     parser.add_argument('--child', nargs=2, metavar=('STRATEGY', 'FORMAT'), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        result = child(args.child[0], args.child[1], args.steps, args.k, args.threads, args.width, args.cells, args.batch,
-                       args.image)
+        result = child(args.child[0], args.child[1], args.steps, args.k, args.threads, args.width, args.cells,
+                       args.batch, args.image)
         print('RESULT ' + json.dumps(result), flush=True)
         return 0
 

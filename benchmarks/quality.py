@@ -218,7 +218,8 @@ def plot(data: Dict[str, Any], out_dir: Path) -> Dict[str, str]:
 
 def table(data: Dict[str, Any]) -> str:
     g = data['summary']['groups']
-    lines = ['| group | cells | test acc (mean ± std) | params | search s | RI vs random median | residual vs size fit |',
+    lines = ['| group | cells | test acc (mean ± std) | params | search s | RI vs random median '
+             '| residual vs size fit |',
              '|---|---|---|---|---|---|---|']
 
     def fmt(x, spec='.4f'):
@@ -237,7 +238,8 @@ def table(data: Dict[str, Any]) -> str:
     n = data['summary']['noise']
     lines.append('')
     lines.append(f"Recipe noise: one cell retrained with {len(n['accs'])} seeds, std {fmt(n['seed_std'])}; std between "
-                 f"random cells {fmt(n['between_random_cells_std'])} (ratio {fmt(n['seed_std_over_between_cell_std'], '.2f')}). "
+                 f"random cells {fmt(n['between_random_cells_std'])} "
+                 f"(ratio {fmt(n['seed_std_over_between_cell_std'], '.2f')}). "
                  f"{data['device']}, {data['date']}, {data['wall_seconds'] / 60:.1f} min.")
     return '\n'.join(lines)
 
@@ -306,7 +308,8 @@ def run(preset_name: str, out: Path, runs_dir: Path, workers: Optional[int] = No
     random = [{**cell_result(('random', i)), 'arch': arch} for i, arch in enumerate(randoms)]
     published = {name: cell_result(('published', name)) for name in PUBLISHED}
     noise_runs = retrains[('published', 'DARTS_V2')]
-    noise = {'cell': 'DARTS_V2', 'accs': [r['acc'] for r in noise_runs], 'seed_std': _std([r['acc'] for r in noise_runs])}
+    noise_accs = [r['acc'] for r in noise_runs]
+    noise = {'cell': 'DARTS_V2', 'accs': noise_accs, 'seed_std': _std(noise_accs)}
     # the published DARTS_V2 row uses the same retrain seeds as every other cell (the extra seeds measure noise)
     published['DARTS_V2'] = {**published['DARTS_V2'],
                              'acc': statistics.fmean(r['acc'] for r in noise_runs
@@ -339,7 +342,7 @@ class _InlineExecutor:
         future: cf.Future = cf.Future()
         try:
             future.set_result(fn(*args))
-        except BaseException as err:  # surfaced by future.result()
+        except BaseException as err:  # noqa: BLE001 -- surfaced by future.result()
             future.set_exception(err)
         return future
 

@@ -44,5 +44,5 @@ def _stop_nas_experiments(monkeypatch):
     for experiment in created:
         try:
             experiment.stop()
-        except Exception:  # already stopped, or never started
+        except Exception:  # noqa: BLE001 -- already stopped, or never started
             pass

@@ -10,7 +10,7 @@ from nni.nas.experiment import NasExperiment
 from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace
 from nni.nas.strategy import DARTS
 
-from nni_darts_ext import DartsCellSpace, DartsStrategy, arch_to_genotype
+from nni_darts_ext import DartsStrategy, arch_to_genotype
 from nni_darts_ext.data import search_dataloaders
 from nni_darts_ext.evaluator import search_evaluator
 from nni_darts_ext.oneshot.mixed import DartsMixedInput, DartsMixedLayer
@@ -64,7 +64,7 @@ def test_node_export_semantics():
     alphas = strategy._arch_parameters
     names = list(space.simplify()['normal/node4/edge0'].values)
     with torch.no_grad():
-        for label, alpha in alphas.items():
+        for alpha in alphas.values():
             alpha.zero_()
         alphas['normal/node4/edge0'][names.index('none')] = 10.0          # strong none: must not count
         alphas['normal/node4/edge1'][names.index('dil_conv_5x5')] = 2.0
@@ -93,7 +93,7 @@ def test_arch_step_second_order_restores_weights_and_differs_from_first_order():
         captured = {}
 
         class Capture(pl.Callback):
-            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx, captured=captured):
                 captured['w'] = [p.detach().clone() for p in pl_module.weight_optimizer().param_groups[0]['params']]
                 original = pl_module.weight_step
 

@@ -49,7 +49,8 @@ def runs(tmp_path_factory):
         out = base / name
         out.mkdir()
         log = open(out / 'log.txt', 'w')
-        procs[name] = (subprocess.Popen([sys.executable, str(ROOT / 'tests' / '_ddp_search.py'), str(out / 'trace.json'),
+        script = str(ROOT / 'tests' / '_ddp_search.py')
+        procs[name] = (subprocess.Popen([sys.executable, script, str(out / 'trace.json'),
                                          *COMMON, *flags, '--out', str(out / 'search')],
                                         cwd=str(out), env=env, stdout=log, stderr=subprocess.STDOUT), log, out)
     results = {}

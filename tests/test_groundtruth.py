@@ -1,5 +1,5 @@
-"""The ground-truth table (docs/groundtruth.md): canonicalisation, query, build, resume, the NNI evaluator and baselines."""
-import gzip
+"""The ground-truth table (docs/groundtruth.md): canonicalisation, query, build, resume, the NNI evaluator and
+baselines."""
 import json
 import os
 import signal
@@ -171,7 +171,8 @@ def _synthetic_table():
         if key not in cells:
             score = key.count('conv_3x3') / 12
             cells[key] = CellRecord(key=key, arch=a, params=1, mult_adds=1, runs=[
-                {'seed': 0, 'train_acc': score, 'valid_acc': score, 'test_acc': score, 'seconds': 2.0 + key.count('conv')}])
+                {'seed': 0, 'train_acc': score, 'valid_acc': score, 'test_acc': score,
+                 'seconds': 2.0 + key.count('conv')}])
     return GroundTruthTable(cells.values(), meta={'recipe': {}})
 
 

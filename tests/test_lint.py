@@ -1,4 +1,5 @@
-"""``ruff check`` of the package with the configuration of pyproject.toml (``[tool.ruff]``): no finding."""
+"""``ruff check`` of the package, its tests, benchmarks and scripts with the configuration of pyproject.toml
+(``[tool.ruff]``): no finding."""
 from __future__ import annotations
 
 import shutil
@@ -22,8 +23,8 @@ def _ruff() -> list:
 
 
 def test_ruff_check_finds_nothing_in_the_package():
-    proc = subprocess.run([*_ruff(), 'check', '--no-cache', '--output-format', 'concise', 'nni_darts_ext'], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([*_ruff(), 'check', '--no-cache', '--output-format', 'concise', 'nni_darts_ext', 'tests',
+                           'benchmarks', 'scripts'], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
 
 

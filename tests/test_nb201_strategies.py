@@ -129,7 +129,8 @@ def test_pdarts_checks_the_nb201_space_before_training():
 def test_edge_level_skip_limit_drops_the_weakest_skips():
     names = {label: list(OPS) for label in LABELS}  # none, skip_connect, conv_1x1, conv_3x3, avg_pool_3x3
     weights = {label: torch.tensor([0.05, 0.5 + 0.01 * i, 0.1, 0.3 - 0.01 * i, 0.05]) for i, label in enumerate(LABELS)}
-    weights['cell/2_3'] = torch.tensor([0.6, 0.05, 0.2, 0.1, 0.05])  # none strongest: the next op, not none, and no skip
+    # none strongest: the next op, not none, and no skip
+    weights['cell/2_3'] = torch.tensor([0.6, 0.05, 0.2, 0.1, 0.05])
     free = skip_limited_edges(weights, names, LABELS, 6)
     assert free == {**{label: 'skip_connect' for label in LABELS[:5]}, 'cell/2_3': 'conv_1x1'}
     limited = skip_limited_edges(weights, names, LABELS, 2)

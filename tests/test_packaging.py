@@ -26,7 +26,7 @@ def _pyproject():
 
 
 def _name(requirement: str) -> str:
-    return re.split(r'[<>=!~\[; ]', requirement, 1)[0].lower()
+    return re.split(r'[<>=!~\[; ]', requirement, maxsplit=1)[0].lower()
 
 
 def test_every_third_party_import_is_declared():

@@ -9,7 +9,7 @@ from nni.mutable import frozen_context
 from nni.nas.experiment import NasExperiment
 from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace
 
-from nni_darts_ext import DartsCellSpace, arch_to_genotype
+from nni_darts_ext import arch_to_genotype
 from nni_darts_ext.evaluator import DartsWeightModule, search_evaluator
 from nni_darts_ext.oneshot.mixed import DartsMixedLayer, EdgeNormalizedInput
 from nni_darts_ext.oneshot.partial_channel import (PartialChannelError, PartialChannelMixedLayer, channel_shuffle,

@@ -1,5 +1,5 @@
-"""The quality benchmark's smoke run (benchmarks/quality.py): every strategy searched with two seeds, random and published cells
-retrained with one recipe, every field of quality.json written, the plots drawn (values not checked)."""
+"""The quality benchmark's smoke run (benchmarks/quality.py): every strategy searched with two seeds, random and
+published cells retrained with one recipe, every field of quality.json written, the plots drawn (values not checked)."""
 import importlib.util
 import json
 from pathlib import Path

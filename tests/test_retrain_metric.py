@@ -1,6 +1,5 @@
 """``retrain_epochs`` — a trial metric worth tuning (the derived net's held-out accuracy), and the
 data-parallel Trainer arguments of the search settings."""
-import pytest
 
 
 def test_retrain_epochs_reports_the_derived_net_on_the_architecture_half(tmp_path, monkeypatch):

@@ -228,7 +228,8 @@ def test_perturbation_selection_on_nni_nasbench201():
     space = NasBench201(stem_out_channels=8, num_modules_per_stack=1, num_labels=10)
     x = torch.randn(64, 3, 16, 16)
     y = (x[:, 0].mean((1, 2)) > 0).long()
-    evaluator = Classification(num_classes=10, train_dataloaders=DataLoader(TensorDataset(x[:32], y[:32]), batch_size=16),
+    evaluator = Classification(num_classes=10,
+                               train_dataloaders=DataLoader(TensorDataset(x[:32], y[:32]), batch_size=16),
                                val_dataloaders=DataLoader(TensorDataset(x[32:], y[32:]), batch_size=16), max_epochs=1,
                                **TRAINER)
     strategy = DartsStrategy(select='perturbation', select_batches=1, select_tune_steps=1)
