@@ -322,16 +322,12 @@ class PerturbationSelector:
         decisions: List[Decision] = []
         undo = self._install()
         try:
-            for label in edges:
-                decisions.append(self.decide_op(label, len(decisions)))
-                _logger.info('perturbation selection %d/%d: %s -> %s (accuracy drop %s)', len(decisions),
-                             len(edges) + len(nodes), label, decisions[-1].chosen,
-                             {k: round(v, 4) for k, v in decisions[-1].drop.items()})
-                self.tune()
-            for label in nodes:
-                decisions.append(self.decide_inputs(label, len(decisions)))
-                _logger.info('perturbation selection %d/%d: %s -> inputs %s (accuracy drop %s)', len(decisions),
-                             len(edges) + len(nodes), label, decisions[-1].chosen,
+            steps = [(label, self.decide_op, '') for label in edges] + \
+                [(label, self.decide_inputs, 'inputs ') for label in nodes]
+            for label, decide, what in steps:
+                decisions.append(decide(label, len(decisions)))
+                _logger.info('perturbation selection %d/%d: %s -> %s%s (accuracy drop %s)', len(decisions),
+                             len(steps), label, what, decisions[-1].chosen,
                              {k: round(v, 4) for k, v in decisions[-1].drop.items()})
                 self.tune()
             final = self.accuracy()
