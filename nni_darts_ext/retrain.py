@@ -269,9 +269,6 @@ class RetrainResult:
                 + (f'; pictures {pictures}' if pictures else ''))
 
 
-_RESUME_FREE = RETRAIN_RESUME_FREE_SETTINGS
-
-
 def _resume_point(out: Path, arch: Dict[str, Any], dataset: str, config: RetrainSettings
                   ) -> Tuple[Optional[Path], Optional[int]]:
     """``(the newest checkpoint of out/checkpoints, the epoch it resumes at)``, or ``(None, None)`` when there is none.
