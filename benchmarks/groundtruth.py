@@ -187,10 +187,14 @@ def run_baselines(gt: GroundTruth, budget: float, seeds: Sequence[int]) -> Dict[
             run_multi_trial(make(seed), evaluator, budget_seconds=budget)
             gt.save_extra()
             best = evaluator.best_within(budget)
-            runs.append({'seed': seed, 'trials': sum(t.elapsed <= budget for t in evaluator.trials),
-                         **gt.describe(best.arch), 'seconds': round(best.elapsed, 1)})
-        out[name] = {'test_acc': [r['test_acc'] for r in runs], 'percentile': [r['percentile'] for r in runs],
-                     'seconds': [budget] * len(runs), 'trials': [r['trials'] for r in runs], 'runs': runs}
+            run = {'seed': seed, 'trials': sum(t.elapsed <= budget for t in evaluator.trials)}
+            if best is not None:  # None: the budget is shorter than any trial (the smoke preset), nothing found
+                run.update(**gt.describe(best.arch), seconds=round(best.elapsed, 1))
+            runs.append(run)
+        found = [r for r in runs if 'test_acc' in r]
+        out[name] = {'test_acc': [r['test_acc'] for r in found], 'percentile': [r['percentile'] for r in found],
+                     'seconds': [budget] * len(runs), 'trials': [r['trials'] for r in runs],
+                     'nothing_found': len(runs) - len(found), 'runs': runs}
     return out
 
 
@@ -237,8 +241,9 @@ def table_markdown(result: Dict[str, Any]) -> str:
                     f"{statistics.fmean(s['percentile']):.1f} | {statistics.fmean(s['skip_edges']):.1f} / "
                     f"{statistics.fmean(s['none_edges']):.1f} | {statistics.fmean(s['seconds']):.0f} |")
     for name, b in result['baselines'].items():
+        percentile = f"{statistics.fmean(b['percentile']):.1f}" if b['percentile'] else 'n/a'
         rows.append(f"| {name} ({len(b['test_acc'])} seeds, NNI) | {_mean_std(b['test_acc'])} | "
-                    f"{statistics.fmean(b['percentile']):.1f} | | {b['seconds'][0]:.0f} (simulated) |")
+                    f"{percentile} | | {b['seconds'][0]:.0f} (simulated) |")
     t = result['table']
     rows.append(f"| table's best cell | {t['best_acc']:.4f} | 100 | | |")
     rows.append(f"| table's median cell | {t['median_acc']:.4f} | 50 | | |")
@@ -304,7 +309,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--out', default=str(RESULTS))
     args = parser.parse_args(argv)
     from nni_darts_ext.groundtruth.table import DEFAULT_TABLE
-    from nni_darts_ext.groundtruth.build import _git_commit
+    from benchmarks._measure import git_commit
 
     preset_name = 'smoke' if args.smoke else 'quick' if args.quick else 'full'
     preset = PRESETS[preset_name]
@@ -348,7 +353,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                   'extra_cells': len(gt.table) - len(gt.drawn)},
         'search_recipe': {'preset': preset_name, **preset},
         'budget_seconds': budget, 'strategies': strategies, 'baselines': baselines,
-        'date': datetime.date.today().isoformat(), 'commit': _git_commit(),
+        'date': datetime.date.today().isoformat(), 'commit': git_commit(),
         'device': 'cpu (2 cores, one thread per search)', 'wall_seconds': round(time.perf_counter() - start, 1)}
     if not args.smoke:
         result['pictures'] = pictures(result, gt, out_dir) if baselines else {}

@@ -256,7 +256,7 @@ def groundtruth(path: Path, run_benchmark: bool, quick: bool = False) -> Dict[st
     found = {name: statistics.mean(s['test_acc']) for name, s in data.get('strategies', {}).items() if s['test_acc']}
     random_search = (data.get('baselines') or {}).get('random_search') or {}
     return dict(file=shown_path(path), found_mean_acc=found,
-                random_search_acc=statistics.mean(random_search['test_acc']) if random_search else None,
+                random_search_acc=statistics.mean(random_search['test_acc']) if random_search.get('test_acc') else None,
                 best_acc=data['table']['best_acc'], table_cells=data['table']['cells'], date=data.get('date'))
 
 

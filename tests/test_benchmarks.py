@@ -112,3 +112,21 @@ def test_collapse_smoke_writes_the_cells_counts_and_the_table(tmp_path):
             assert r['collapsed'] == (free >= 6) and r['seconds'] > 0
     assert '| pcdarts+beta | 1 |' in proc.stdout and (tmp_path / 'collapse_runs.jsonl').exists()
     assert 'collapse: darts_order1 seed 0...' not in _run(*args).stdout  # cached
+
+
+@pytest.mark.slow
+def test_groundtruth_smoke_writes_every_field(tmp_path):
+    """``benchmarks/groundtruth.py --smoke`` runs every code path: the four strategies on the NAS-Bench-201 space and
+    NNI's baselines on the shipped table. Its budget is shorter than any cell's training, so the baselines finish no
+    trial: they say so (``nothing_found``) instead of failing."""
+    _run('benchmarks/groundtruth.py', '--smoke', '--out', str(tmp_path))
+    result = json.loads((tmp_path / 'groundtruth_smoke.json').read_text())
+    for key in ('table', 'strategies', 'baselines', 'date', 'commit', 'device'):
+        assert key in result, key
+    for key in ('cells', 'seeds', 'noise_ratio', 'best_acc', 'median_acc', 'recipe'):
+        assert key in result['table'], key
+    assert set(result['strategies']) == {'darts_order1', 'darts_order2', 'pcdarts', 'pdarts'}
+    for s in result['strategies'].values():
+        assert len(s['test_acc']) == len(s['percentile']) == len(s['skip_edges']) == len(s['none_edges']) == 1
+    for b in result['baselines'].values():
+        assert len(b['test_acc']) + b['nothing_found'] == len(b['runs']) == len(b['trials'])
