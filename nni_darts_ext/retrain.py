@@ -58,10 +58,6 @@ _logger = logging.getLogger(__name__)
 ArchSource = Union[str, os.PathLike, Mapping[str, Any], Genotype]
 
 
-def _preset(name: Optional[str]) -> str:
-    return preset_name(name)
-
-
 def search_dataset(source: Any) -> Optional[Tuple[str, Path]]:
     """``(dataset, summary.json)`` of the run an arch comes from: ``source`` a run folder, its ``summary.json``, or
     an arch file with a ``summary.json`` beside it (a search's or a retraining's); ``None`` for anything else."""
@@ -87,7 +83,7 @@ def resolve_dataset(source: Any, dataset: Optional[str], preset: Optional[str]) 
     found = search_dataset(source)
     if found is not None:
         return found[0], f'the dataset of the run in {found[1].parent} ({found[1].name}); --dataset overrides it'
-    name = _preset(preset)
+    name = preset_name(preset)
     return SEARCH_PRESETS[name]['dataset'], f'the {name} preset\'s dataset; --dataset overrides it'
 
 
@@ -331,7 +327,7 @@ def retrain(arch: ArchSource, dataset: Union[str, DatasetInfo, None] = None,
     -------
     RetrainResult
     """
-    preset = _preset(preset)
+    preset = preset_name(preset)
     config = (config or RetrainSettings()).replace(**{**PRESETS[preset], **overrides})
     _logger.info(preset_cost_line('train', preset))
     if not isinstance(dataset, DatasetInfo):
